@@ -1,0 +1,1 @@
+"""LLM annotators: judge backends that label items on the project's scheme."""

@@ -1,0 +1,1 @@
+"""Routing: per-item features and the performance-prediction router (pure functions)."""

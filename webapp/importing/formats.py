@@ -1,0 +1,512 @@
+"""Import formats: each turns one raw row into an `ItemRecord`, or names what is wrong.
+
+Pure code. The formats are documented in docs/formats.md. After a format has parsed a row,
+`check_record` checks it against the project's scheme with the one annotation validator
+(webapp.scheme.validate_annotation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from webapp import scheme as sch
+
+Problem = tuple[str, str]  # (field, message)
+
+
+class RowProblems(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+@dataclass
+class ResponseRecord:
+    text: str
+    model: str = ""
+
+
+@dataclass
+class HumanRecord:
+    annotator: str
+    tier: str
+    annotation: dict[str, Any]
+    timestamp: str = ""
+
+
+@dataclass
+class LLMRecord:
+    judge: str
+    labels: dict[str, Any]
+    ranking: list[Any] | None = None
+    rationale: str = ""
+    raw_output: str = ""
+    order_inconsistent: bool | None = None
+    failed: bool = False
+
+
+@dataclass
+class ItemRecord:
+    external_id: str
+    responses: list[ResponseRecord]
+    prompt: str = ""
+    conversation: list[dict[str, str]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    human: list[HumanRecord] = field(default_factory=list)
+    llm: list[LLMRecord] = field(default_factory=list)
+
+    def content_hash(self) -> str:
+        """Stable digest of everything imported for the item (re-imports compare it)."""
+        blob = json.dumps(
+            [
+                self.prompt,
+                self.conversation,
+                [[r.model, r.text] for r in self.responses],
+                self.metadata,
+                [[h.annotator, h.tier, h.annotation, h.timestamp] for h in self.human],
+                [[x.judge, x.labels, x.ranking, x.rationale, x.raw_output, x.order_inconsistent] for x in self.llm],
+            ],
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str = "") -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (put extra keys under metadata)"
+        out.append((prefix + loc, msg))
+    return out
+
+
+def _maybe_json(value: Any) -> Any:
+    """CSV cells hold nested values as JSON text."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in ("[", "{"):
+            try:
+                return json.loads(stripped)
+            except json.JSONDecodeError:
+                return value
+    return value
+
+
+# --- native -----------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NativeTurn(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class NativeResponse(_Strict):
+    text: str
+    model: str = ""
+
+
+class NativeHuman(_Strict):
+    annotator: str = Field(min_length=1)
+    tier: Literal["normal", "expert"] = "normal"
+    labels: dict[str, str | int] = Field(default_factory=dict)
+    ranking: list[int | list[int]] | None = None
+    ratings: dict[int, dict[str, int]] = Field(default_factory=dict)
+    reasons: dict[str, list[str]] = Field(default_factory=dict)
+    own_reasons: dict[str, str] = Field(default_factory=dict)
+    confidence: dict[str, str] = Field(default_factory=dict)
+    justification: str = ""
+    time_spent: float | None = None
+    flags: list[str] = Field(default_factory=list)
+    timestamp: str = ""
+
+
+class NativeLLM(_Strict):
+    judge: str = Field(min_length=1)
+    labels: dict[str, str | int] = Field(default_factory=dict)
+    ranking: list[int | list[int]] | None = None
+    rationale: str = ""
+    raw_output: str = ""
+    order_inconsistent: bool | None = None
+
+
+class NativeRow(_Strict):
+    id: str | int
+    prompt: str | None = None
+    conversation: list[NativeTurn] | None = None
+    responses: list[NativeResponse]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    human_annotations: list[NativeHuman] = Field(default_factory=list)
+    llm_annotations: list[NativeLLM] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def _native_csv_shape(row: dict[str, Any]) -> dict[str, Any]:
+    """Flat CSV columns (response_1, model_1, metadata.x) to the native object shape."""
+    out: dict[str, Any] = {}
+    responses: dict[int, dict[str, str]] = {}
+    metadata: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.startswith("response_") and key[9:].isdigit():
+            responses.setdefault(int(key[9:]), {})["text"] = value
+        elif key.startswith("model_") and key[6:].isdigit():
+            responses.setdefault(int(key[6:]), {})["model"] = value
+        elif key.startswith("metadata."):
+            metadata[key[9:]] = value
+        else:
+            out[key] = _maybe_json(value)
+    if responses and "responses" not in out:
+        out["responses"] = [responses[k] for k in sorted(responses)]
+    if metadata:
+        merged = out.get("metadata")
+        out["metadata"] = {**(merged if isinstance(merged, dict) else {}), **metadata}
+    return out
+
+
+def parse_native(row: dict[str, Any], *, from_csv: bool = False) -> ItemRecord:
+    if from_csv:
+        row = _native_csv_shape(row)
+    try:
+        parsed = NativeRow.model_validate(row)
+    except ValidationError as exc:
+        raise RowProblems(_pydantic_problems(exc)) from None
+    if not (parsed.prompt or "").strip() and not parsed.conversation:
+        raise RowProblems([("prompt", "an item needs a prompt or a conversation")])
+    return ItemRecord(
+        external_id=str(parsed.id),
+        prompt=parsed.prompt or "",
+        conversation=[t.model_dump() for t in parsed.conversation] if parsed.conversation else None,
+        responses=[ResponseRecord(text=r.text, model=r.model) for r in parsed.responses],
+        metadata=parsed.metadata,
+        human=[
+            HumanRecord(
+                annotator=h.annotator,
+                tier=h.tier,
+                timestamp=h.timestamp,
+                annotation={
+                    "preferences": h.labels,
+                    "ranking": h.ranking,
+                    "ratings": h.ratings,
+                    "reasons": h.reasons,
+                    "own_reasons": h.own_reasons,
+                    "confidence": h.confidence,
+                    "justification": h.justification,
+                    "time_spent": h.time_spent,
+                    "flags": h.flags,
+                },
+            )
+            for h in parsed.human_annotations
+        ],
+        llm=[
+            LLMRecord(
+                judge=x.judge,
+                labels=x.labels,
+                ranking=x.ranking,
+                rationale=x.rationale,
+                raw_output=x.raw_output,
+                order_inconsistent=x.order_inconsistent,
+            )
+            for x in parsed.llm_annotations
+        ],
+    )
+
+
+# --- MultiPref --------------------------------------------------------------------------------
+
+MULTIPREF_ASPECTS = {"overall": "overall", "helpful": "helpful", "truthful": "truthful", "harmless": "harmless"}
+MULTIPREF_METADATA = ("prompt_id", "source", "category", "subject_study", "highest_level_degree")
+
+
+class MultiPrefRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    comparison_id: str | int
+    text: str = Field(min_length=1)
+    model_a: str = ""
+    completion_a: str
+    model_b: str = ""
+    completion_b: str
+    normal_worker_annotations: list[dict[str, Any]] = Field(default_factory=list)
+    expert_worker_annotations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _multipref_annotation(raw: dict[str, Any], tier: str, where: str) -> HumanRecord:
+    if not isinstance(raw, dict):
+        raise RowProblems([(where, "each annotation must be an object")])
+    evaluator = raw.get("evaluator")
+    if not isinstance(evaluator, str | int) or str(evaluator) == "":
+        raise RowProblems([(f"{where}.evaluator", "Field required")])
+    prefs: dict[str, Any] = {}
+    reasons: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    conf: dict[str, Any] = {}
+    for src, aspect in MULTIPREF_ASPECTS.items():
+        if raw.get(f"{src}_pref") not in (None, ""):
+            prefs[aspect] = raw[f"{src}_pref"]
+        if raw.get(f"{src}_checked_reasons"):
+            reasons[aspect] = raw[f"{src}_checked_reasons"]
+        if raw.get(f"{src}_own_reason"):
+            own[aspect] = raw[f"{src}_own_reason"]
+        if raw.get(f"{src}_confidence") not in (None, ""):
+            conf[aspect] = raw[f"{src}_confidence"]
+    time_spent = raw.get("time_spent")
+    return HumanRecord(
+        annotator=str(evaluator),
+        tier=tier,
+        timestamp=str(raw.get("timestamp") or ""),
+        annotation={
+            "preferences": prefs,
+            "reasons": reasons,
+            "own_reasons": own,
+            "confidence": conf,
+            "time_spent": time_spent,
+        },
+    )
+
+
+def parse_multipref(row: dict[str, Any], *, from_csv: bool = False) -> ItemRecord:
+    if from_csv:
+        row = {k: _maybe_json(v) for k, v in row.items()}
+    try:
+        parsed = MultiPrefRow.model_validate(row)
+    except ValidationError as exc:
+        raise RowProblems(_pydantic_problems(exc)) from None
+    human = [
+        _multipref_annotation(a, "normal", f"normal_worker_annotations.{i}")
+        for i, a in enumerate(parsed.normal_worker_annotations)
+    ] + [
+        _multipref_annotation(a, "expert", f"expert_worker_annotations.{i}")
+        for i, a in enumerate(parsed.expert_worker_annotations)
+    ]
+    extra = parsed.model_extra or {}
+    metadata = {k: extra[k] for k in MULTIPREF_METADATA if k in extra}
+    return ItemRecord(
+        external_id=str(parsed.comparison_id),
+        prompt=parsed.text,
+        responses=[
+            ResponseRecord(text=parsed.completion_a, model=parsed.model_a),
+            ResponseRecord(text=parsed.completion_b, model=parsed.model_b),
+        ],
+        metadata=metadata,
+        human=human,
+    )
+
+
+# --- HelpSteer2-Preference ------------------------------------------------------------------
+
+
+class HelpSteer2Row(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1)
+    response_1: str
+    response_2: str
+    preference_strength: int = Field(ge=-3, le=3)
+    preference_statement: str = ""
+    preference_elaboration: str = ""
+    split: str = ""
+
+
+def strength_label(scale: str, strength: int) -> str | int:
+    """A -3..+3 strength on the project's scale (likert5 folds -3/-2 and 2/3 into 'clearly')."""
+    if scale == sch.STRENGTH7:
+        return strength
+    if strength == 0:
+        return "Tie"
+    side = "A" if strength < 0 else "B"
+    return f"{side}-is-{'slightly' if abs(strength) == 1 else 'clearly'}-better"
+
+
+def parse_helpsteer2(row: dict[str, Any], *, scale: str, from_csv: bool = False) -> ItemRecord:
+    if from_csv:
+        row = {k: _maybe_json(v) for k, v in row.items()}
+    try:
+        parsed = HelpSteer2Row.model_validate(row)
+    except ValidationError as exc:
+        raise RowProblems(_pydantic_problems(exc)) from None
+    extra = parsed.model_extra or {}
+    external_id = extra.get("id")
+    if external_id in (None, ""):
+        # The public files carry no id: the content identifies the comparison.
+        digest = hashlib.sha256(json.dumps([parsed.prompt, parsed.response_1, parsed.response_2]).encode()).hexdigest()
+        external_id = f"hs2-{digest[:16]}"
+    return ItemRecord(
+        external_id=str(external_id),
+        prompt=parsed.prompt,
+        responses=[ResponseRecord(text=parsed.response_1), ResponseRecord(text=parsed.response_2)],
+        metadata={"split": parsed.split} if parsed.split else {},
+        human=[
+            HumanRecord(
+                annotator="helpsteer2",
+                tier="normal",
+                annotation={
+                    "preferences": {"overall": strength_label(scale, parsed.preference_strength)},
+                    "own_reasons": {"overall": parsed.preference_statement} if parsed.preference_statement else {},
+                    "justification": parsed.preference_elaboration,
+                },
+            )
+        ],
+    )
+
+
+# --- PandaLM ----------------------------------------------------------------------------------
+
+PANDALM_LABELS = {"response1": -2, "response2": 2, "tie": 0}
+
+
+def pandalm_label(scale: str, verdict: str) -> str | int:
+    """PandaLM says which response is better, without a strength: 'clearly' / +-2."""
+    strength = PANDALM_LABELS[verdict]
+    if scale == sch.STRENGTH7:
+        return strength
+    return "Tie" if strength == 0 else ("A-is-clearly-better" if strength < 0 else "B-is-clearly-better")
+
+
+class PandaLMRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    # The source JSON holds a few answers as JSON true (the model wrote "True"): read them as text.
+    response1: str | bool | int | float
+    response2: str | bool | int | float
+    model_response1: str = ""
+    model_response2: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    human_labels: list[Literal["response1", "response2", "tie"]]
+    human_majority: str = ""
+    llm_labels: dict[str, str] = Field(default_factory=dict)
+    llm_reasons: dict[str, str] = Field(default_factory=dict)
+
+
+def parse_pandalm(row: dict[str, Any], *, scale: str, from_csv: bool = False) -> ItemRecord:
+    if from_csv:
+        row = {k: _maybe_json(v) for k, v in row.items()}
+    try:
+        parsed = PandaLMRow.model_validate(row)
+    except ValidationError as exc:
+        raise RowProblems(_pydantic_problems(exc)) from None
+    prompt = parsed.instruction + (f"\n\n{parsed.input}" if parsed.input.strip() else "")
+    llm = []
+    for judge, verdict in parsed.llm_labels.items():
+        reason = parsed.llm_reasons.get(judge, "")
+        if verdict in PANDALM_LABELS:
+            llm.append(LLMRecord(judge=judge, labels={"overall": pandalm_label(scale, verdict)}, rationale=reason))
+        else:  # e.g. "unparsed:garbage": kept on record as a failed judgment
+            llm.append(LLMRecord(judge=judge, labels={}, rationale=reason, raw_output=verdict, failed=True))
+    metadata = dict(parsed.metadata)
+    if parsed.human_majority:
+        metadata["human_majority"] = parsed.human_majority
+    source = (parsed.model_extra or {}).get("source")
+    if source:
+        metadata["source"] = source
+    return ItemRecord(
+        external_id=parsed.id,
+        prompt=prompt,
+        responses=[
+            ResponseRecord(text=str(parsed.response1), model=parsed.model_response1),
+            ResponseRecord(text=str(parsed.response2), model=parsed.model_response2),
+        ],
+        metadata=metadata,
+        human=[
+            HumanRecord(
+                annotator=f"pandalm-annotator{k + 1}",
+                tier="normal",
+                annotation={"preferences": {"overall": pandalm_label(scale, label)}},
+            )
+            for k, label in enumerate(parsed.human_labels)
+        ],
+        llm=llm,
+    )
+
+
+# --- dispatch and scheme checks ---------------------------------------------------------------
+
+FORMATS = ("native", "multipref", "helpsteer2-preference", "pandalm")
+
+
+def parser_for(fmt: str, *, scale: str, file_type: str) -> Callable[[dict[str, Any]], ItemRecord]:
+    from_csv = file_type == "csv"
+    if fmt == "native":
+        return lambda row: parse_native(row, from_csv=from_csv)
+    if fmt == "multipref":
+        return lambda row: parse_multipref(row, from_csv=from_csv)
+    if fmt == "helpsteer2-preference":
+        return lambda row: parse_helpsteer2(row, scale=scale, from_csv=from_csv)
+    if fmt == "pandalm":
+        return lambda row: parse_pandalm(row, scale=scale, from_csv=from_csv)
+    raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
+
+
+def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> list[Problem]:
+    """Everything about a parsed item that depends on the project: counts, labels, sizes."""
+    problems: list[Problem] = []
+    n = len(record.responses)
+    if scheme.kind == sch.PAIRWISE and n != 2:
+        problems.append(("responses", f"a pairwise project needs exactly 2 responses, got {n}"))
+    elif scheme.kind == sch.RANKING and n < 2:
+        problems.append(("responses", f"a ranking project needs at least 2 responses, got {n}"))
+    if len(record.external_id) > 255:
+        problems.append(("id", "longer than 255 characters"))
+
+    def size(field_name: str, text: str) -> None:
+        if len(text) > max_chars:
+            problems.append((field_name, f"{len(text):,} characters, over the limit of {max_chars:,}"))
+
+    size("prompt", record.prompt)
+    for i, turn in enumerate(record.conversation or []):
+        size(f"conversation.{i}.content", turn["content"])
+    for i, resp in enumerate(record.responses):
+        size(f"responses.{i}.text", resp.text)
+    if len(json.dumps(record.metadata, default=str)) > max_chars:
+        problems.append(("metadata", f"over the limit of {max_chars:,} characters"))
+
+    seen: set[str] = set()
+    for i, human in enumerate(record.human):
+        where = f"human_annotations.{i}"
+        if human.annotator in seen:
+            problems.append((f"{where}.annotator", f"{human.annotator!r} appears twice for this item"))
+        seen.add(human.annotator)
+        if human.tier not in sch.TIERS:
+            problems.append((f"{where}.tier", f"{human.tier!r} is not one of {', '.join(sch.TIERS)}"))
+        try:
+            sch.validate_annotation(scheme, human.annotation, n_responses=n, complete=False)
+        except sch.SchemeError as exc:
+            problems.extend((f"{where}.{f}" if f else where, m) for f, m in exc.problems)
+        size(f"{where}.justification", str(human.annotation.get("justification") or ""))
+    judges: set[str] = set()
+    for i, judged in enumerate(record.llm):
+        where = f"llm_annotations.{i}"
+        if judged.judge in judges:
+            problems.append((f"{where}.judge", f"{judged.judge!r} appears twice for this item"))
+        judges.add(judged.judge)
+        if judged.failed:
+            continue
+        try:
+            sch.validate_annotation(
+                scheme, {"preferences": judged.labels, "ranking": judged.ranking}, n_responses=n, complete=False
+            )
+        except sch.SchemeError as exc:
+            problems.extend((f"{where}.{f.replace('preferences', 'labels')}", m) for f, m in exc.problems)
+        size(f"{where}.rationale", judged.rationale)
+    return problems

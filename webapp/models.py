@@ -1,0 +1,353 @@
+"""The data model. Integrity rules live here as database constraints, not only in forms."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from webapp import scheme as sch
+
+
+def _choices(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(v, v) for v in values]
+
+
+def _in(field: str, values: tuple[str, ...], name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": values}), name=name)
+
+
+def default_aspects() -> list[str]:
+    return list(sch.DEFAULT_ASPECTS)
+
+
+class Project(models.Model):
+    DRAFT, ACTIVE, CLOSED = "draft", "active", "closed"
+    STATES = (DRAFT, ACTIVE, CLOSED)
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to annotators.")
+    kind = models.CharField(max_length=20, choices=_choices(sch.KINDS), default=sch.PAIRWISE)
+    scale = models.CharField(max_length=20, choices=_choices(sch.SCALES), default=sch.LIKERT5)
+    aspects = models.JSONField(default=default_aspects)
+    # {aspect: [reason, ...]}: the checklist shown under each aspect.
+    reasons = models.JSONField(default=dict, blank=True)
+    # Subset of HelpSteer2's 0-4 attributes asked per response; empty means none.
+    rating_attributes = models.JSONField(default=list, blank=True)
+    justification_required = models.BooleanField(default=False)
+    justification_min_length = models.PositiveIntegerField(default=0)
+    ask_confidence = models.BooleanField(default=True)
+    allow_ties = models.BooleanField(default=False, help_text="Ranking projects: tied responses allowed.")
+    overlap_normal = models.PositiveSmallIntegerField(default=2, help_text="Annotations per item by normal annotators.")
+    overlap_expert = models.PositiveSmallIntegerField(default=0, help_text="Annotations per item by experts.")
+    human_budget = models.PositiveIntegerField(null=True, blank=True, help_text="Items that may go to humans.")
+    cost_per_human_annotation = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    state = models.CharField(max_length=10, choices=_choices(STATES), default=DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            _in("kind", sch.KINDS, "project_kind_valid"),
+            _in("scale", sch.SCALES, "project_scale_valid"),
+            _in("state", ("draft", "active", "closed"), "project_state_valid"),
+            models.CheckConstraint(condition=Q(cost_per_human_annotation__gte=0), name="project_cost_nonnegative"),
+            models.CheckConstraint(condition=~Q(slug=""), name="project_slug_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def scheme(self) -> sch.Scheme:
+        return sch.Scheme(
+            kind=self.kind,
+            scale=self.scale,
+            aspects=tuple(self.aspects),
+            reasons={k: tuple(v) for k, v in (self.reasons or {}).items()},
+            rating_attributes=tuple(self.rating_attributes or ()),
+            justification_required=self.justification_required,
+            justification_min_length=self.justification_min_length,
+            ask_confidence=self.ask_confidence,
+            allow_ties=self.allow_ties,
+        )
+
+
+class Membership(models.Model):
+    """Who may do what in a project. Site admins (is_superuser) see everything."""
+
+    MANAGER, ANNOTATOR = "manager", "annotator"
+    ROLES = (MANAGER, ANNOTATOR)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=_choices(ROLES))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique"),
+            _in("role", ("manager", "annotator"), "membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.project_id}: {self.role}"
+
+
+class AnnotatorProfile(models.Model):
+    NORMAL, EXPERT = sch.TIERS
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile")
+    tier = models.CharField(max_length=10, choices=_choices(sch.TIERS), default=NORMAL)
+    domains = models.JSONField(default=list, blank=True, help_text="Expertise domains, e.g. subjects of study.")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [_in("tier", sch.TIERS, "annotator_tier_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.tier})"
+
+
+class Item(models.Model):
+    UNROUTED, HUMAN, AI = "unrouted", "human", "ai"
+    ROUTES = (UNROUTED, HUMAN, AI)
+    PENDING, IN_PROGRESS, COMPLETE, SKIPPED = "pending", "in_progress", "complete", "skipped"
+    STATUSES = (PENDING, IN_PROGRESS, COMPLETE, SKIPPED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=255)
+    prompt = models.TextField(blank=True)
+    # Multi-turn context: [{"role": "user"|"assistant"|"system", "content": "..."}]; the responses
+    # answer its last user turn. Null for single-prompt items.
+    conversation = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    features = models.JSONField(default=dict, blank=True)
+    route = models.CharField(max_length=10, choices=_choices(ROUTES), default=UNROUTED)
+    route_reason = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=_choices(STATUSES), default=PENDING)
+    # sha256 of the imported content: re-imports skip unchanged items, --update rewrites changed ones.
+    content_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "external_id"], name="item_external_id_unique"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="item_external_id_not_empty"),
+            models.CheckConstraint(
+                condition=~Q(prompt="") | Q(conversation__isnull=False), name="item_has_prompt_or_conversation"
+            ),
+            _in("route", ("unrouted", "human", "ai"), "item_route_valid"),
+            _in("status", ("pending", "in_progress", "complete", "skipped"), "item_status_valid"),
+        ]
+        indexes = [models.Index(fields=["project", "route", "status"], name="item_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.external_id}"
+
+
+class Response(models.Model):
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="responses")
+    position = models.PositiveSmallIntegerField(help_text="Canonical position: 0 is A, 1 is B, ...")
+    model_name = models.CharField(max_length=200, blank=True)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["item_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["item", "position"], name="response_position_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.item_id}#{self.position}"
+
+
+class Assignment(models.Model):
+    LEASED, SUBMITTED, SKIPPED, EXPIRED = "leased", "submitted", "skipped", "expired"
+    STATUSES = (LEASED, SUBMITTED, SKIPPED, EXPIRED)
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments")
+    # The permutation shown: display_order[k] is the canonical index of the k-th response shown.
+    display_order = models.JSONField()
+    lease_expires_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=LEASED)
+    skip_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_once_per_annotator"),
+            _in("status", ("leased", "submitted", "skipped", "expired"), "assignment_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} -> {self.annotator_id} ({self.status})"
+
+
+class HumanAnnotation(models.Model):
+    """A human's labels, always in canonical response order (see webapp.scheme)."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="human_annotations")
+    # A platform user, or (for imported datasets) the source's annotator id.
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    external_annotator = models.CharField(max_length=255, blank=True)
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="annotation"
+    )
+    tier = models.CharField(max_length=10, choices=_choices(sch.TIERS), default=AnnotatorProfile.NORMAL)
+    preferences = models.JSONField(default=dict, blank=True)
+    ranking = models.JSONField(null=True, blank=True)
+    ratings = models.JSONField(default=dict, blank=True)
+    reasons = models.JSONField(default=dict, blank=True)
+    own_reasons = models.JSONField(default=dict, blank=True)
+    confidence = models.JSONField(default=dict, blank=True)
+    justification = models.TextField(blank=True)
+    time_spent = models.FloatField(null=True, blank=True, help_text="Active seconds on the item.")
+    flags = models.JSONField(default=list, blank=True)
+    imported = models.BooleanField(default=False)
+    # When the source dataset says the annotation was made (imports), verbatim.
+    external_timestamp = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(annotator__isnull=False) & Q(external_annotator=""))
+                | (Q(annotator__isnull=True) & ~Q(external_annotator="")),
+                name="annotation_has_one_annotator",
+            ),
+            models.UniqueConstraint(
+                fields=["item", "annotator"], condition=Q(annotator__isnull=False), name="annotation_once_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["item", "external_annotator"],
+                condition=~Q(external_annotator=""),
+                name="annotation_once_per_external_annotator",
+            ),
+            _in("tier", sch.TIERS, "annotation_tier_valid"),
+            models.CheckConstraint(
+                condition=Q(time_spent__isnull=True) | Q(time_spent__gte=0), name="annotation_time_nonnegative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} by {self.annotator_id or self.external_annotator}"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "preferences": self.preferences,
+            "ranking": self.ranking,
+            "ratings": {int(k): v for k, v in self.ratings.items()},
+            "reasons": self.reasons,
+            "own_reasons": self.own_reasons,
+            "confidence": self.confidence,
+            "justification": self.justification,
+            "time_spent": self.time_spent,
+            "flags": self.flags,
+        }
+
+
+JUDGE_BACKENDS = ("openai", "transformers-generative", "reward-model", "density-ratio", "jury", "external")
+
+
+class Judge(models.Model):
+    """An LLM annotator's configuration. `backend` picks the code in annotators/."""
+
+    OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY, EXTERNAL = (
+        "openai",
+        "transformers-generative",
+        "reward-model",
+        "density-ratio",
+        "jury",
+        "external",
+    )
+    BACKENDS = (OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY, EXTERNAL)
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.CharField(max_length=30, choices=_choices(BACKENDS))
+    model = models.CharField(max_length=500, blank=True, help_text="Model name, local path or endpoint model id.")
+    # Backend settings (base URL, temperature, API-key *variable name*; never the key itself).
+    config = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [_in("backend", JUDGE_BACKENDS, "judge_backend_valid")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Judgment(models.Model):
+    """One judge's verdict on one item, in one shown order, with one prompt version."""
+
+    PENDING, DONE, FAILED = "pending", "done", "failed"
+    STATUSES = (PENDING, DONE, FAILED)
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
+    judge = models.ForeignKey(Judge, on_delete=models.PROTECT, related_name="judgments")
+    # Order shown, as canonical indices joined by "-" ("0-1" is A first, "1-0" swapped);
+    # "combined" for a label merged over orders, as imported datasets provide.
+    order = models.CharField(max_length=100)
+    prompt_version = models.CharField(max_length=64)
+    labels = models.JSONField(default=dict, blank=True, help_text="Canonical order, the project's scale.")
+    ranking = models.JSONField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    raw_output = models.TextField(blank=True)
+    order_inconsistent = models.BooleanField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=PENDING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "judge", "order", "prompt_version"], name="judgment_unique_per_order_and_prompt"
+            ),
+            _in("status", ("pending", "done", "failed"), "judgment_status_valid"),
+            models.CheckConstraint(condition=Q(cost__isnull=True) | Q(cost__gte=0), name="judgment_cost_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} by {self.judge_id} [{self.order}]"
+
+
+class ImportJob(models.Model):
+    """A file import, run by a Celery worker (uploads) or inline (the command line)."""
+
+    QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+    STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    path = models.CharField(max_length=1000)
+    file_format = models.CharField(max_length=40, default="native")
+    update = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=QUEUED)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [_in("status", ("queued", "running", "done", "failed"), "importjob_status_valid")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} into {self.project_id} ({self.status})"

@@ -1,0 +1,55 @@
+"""Reads: what a user may see, with the queries each page needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from webapp.models import Item, Membership, Project
+
+
+def projects_for_user(user: Any) -> QuerySet[Project]:
+    projects = Project.objects.all()
+    if not getattr(user, "is_superuser", False):
+        projects = projects.filter(memberships__user=user)
+    return projects.annotate(n_items=Count("items", distinct=True)).order_by("name")
+
+
+def role_in_project(user: Any, project: Project) -> str | None:
+    if getattr(user, "is_superuser", False):
+        return Membership.MANAGER
+    membership = Membership.objects.filter(project=project, user_id=user.pk).first()
+    return membership.role if membership else None
+
+
+def project_for_user(user: Any, slug: str) -> tuple[Project, str]:
+    """The project and the user's role in it; 404 (not 403) so that slugs do not leak."""
+    project = Project.objects.filter(slug=slug).first()
+    role = role_in_project(user, project) if project else None
+    if project is None or role is None:
+        raise Http404("No such project")
+    return project, role
+
+
+def project_items(project: Project, query: str = "", route: str = "") -> QuerySet[Item]:
+    items = project.items.annotate(
+        n_human=Count("human_annotations", distinct=True), n_judgments=Count("judgments", distinct=True)
+    )
+    if query:
+        items = items.filter(Q(external_id__icontains=query) | Q(prompt__icontains=query))
+    if route in Item.ROUTES:
+        items = items.filter(route=route)
+    return items.order_by("id")
+
+
+def item_for_project(project: Project, item_id: int) -> Item:
+    item = (
+        Item.objects.filter(project=project, pk=item_id)
+        .prefetch_related("responses", "human_annotations__annotator", "judgments__judge")
+        .first()
+    )
+    if item is None:
+        raise Http404("No such item")
+    return item

@@ -1,0 +1,386 @@
+"""Importing items into a project: stream, validate, write in batches, all in one transaction.
+
+A file with any invalid row imports nothing; `ImportFailed` carries the first errors, each
+naming the row and the field. Re-imports skip items whose content is unchanged (by external id
+and content hash); `update=True` rewrites changed ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg import sql
+
+from webapp.importing.formats import FORMATS, ItemRecord, RowProblems, check_record, parser_for
+from webapp.importing.readers import FileTypeError, ReadError, detect_file_type, read_rows
+from webapp.models import HumanAnnotation, ImportJob, Item, Judge, Judgment, Project, Response
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 50
+IMPORTED_ORDER = "combined"
+IMPORTED_PROMPT_VERSION = "imported"
+
+
+class ImportFailed(Exception):
+    def __init__(self, errors: list[str], total: int):
+        self.errors = errors
+        self.total = total
+        more = f" (showing the first {len(errors)})" if total > len(errors) else ""
+        super().__init__(f"{total} problem(s){more}; nothing was imported:\n" + "\n".join(errors))
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    # Existing items whose content differs from the file, left alone without update=True.
+    changed_not_updated: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged + len(self.changed_not_updated)
+
+
+@dataclass
+class _Errors:
+    messages: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, where: str, field_name: str, message: str) -> None:
+        self.total += 1
+        if len(self.messages) < MAX_REPORTED_ERRORS:
+            self.messages.append(f"{where}: {field_name}: {message}" if field_name else f"{where}: {message}")
+
+
+def import_file(
+    project: Project,
+    path: Path | str,
+    *,
+    fmt: str = "native",
+    file_type: str | None = None,
+    update: bool = False,
+    writer: str = "auto",
+) -> ImportResult:
+    """Import a file into a project. Raises ImportFailed (nothing written) or ValueError (bad arguments)."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        file_type = detect_file_type(path, file_type)
+    except FileTypeError as exc:
+        raise ValueError(str(exc)) from None
+    parse = parser_for(fmt, scale=project.scale, file_type=file_type)
+    scheme = project.scheme()
+    max_chars = settings.IMPORT_MAX_FIELD_CHARS
+    use_copy = writer == "copy" or (writer == "auto" and connection.vendor == "postgresql")
+
+    errors = _Errors()
+    result = ImportResult()
+    seen: dict[str, str] = {}
+
+    def records() -> Iterator[tuple[str, ItemRecord]]:
+        for where, row in read_rows(path, file_type):
+            if isinstance(row, ReadError):
+                errors.add(where, "", row.message)
+                continue
+            try:
+                record = parse(row)
+            except RowProblems as exc:
+                for f, m in exc.problems:
+                    errors.add(where, f, m)
+                continue
+            problems = check_record(record, scheme, max_chars=max_chars)
+            if record.external_id in seen:
+                problems.append(("id", f"duplicate id {record.external_id!r} (also at {seen[record.external_id]})"))
+            else:
+                seen[record.external_id] = where
+            for f, m in problems:
+                errors.add(where, f, m)
+            if not problems:
+                yield where, record
+
+    with transaction.atomic():
+        # One import per project at a time: a second waits here instead of racing on ids.
+        Project.objects.select_for_update().get(pk=project.pk)
+        had_items = project.items.exists()
+        batch_size = settings.IMPORT_BATCH_SIZE
+        for batch in _batched(records(), batch_size):
+            if errors.total:
+                continue  # keep reading to report every bad row, but write nothing more
+            _write_batch(project, [r for _, r in batch], had_items, update, use_copy, result)
+        if not seen and not errors.total:
+            errors.add("file", "", "the file holds no items")
+        if errors.total:
+            transaction.set_rollback(True)
+    if errors.total:
+        raise ImportFailed(errors.messages, errors.total)
+    log.info(
+        "imported %s into %s: %d created, %d updated, %d unchanged, %d changed but not updated",
+        path.name,
+        project.slug,
+        result.created,
+        result.updated,
+        result.unchanged,
+        len(result.changed_not_updated),
+    )
+    return result
+
+
+def _batched(it: Iterable[tuple[str, ItemRecord]], size: int) -> Iterator[list[tuple[str, ItemRecord]]]:
+    iterator = iter(it)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _write_batch(
+    project: Project, batch: list[ItemRecord], had_items: bool, update: bool, use_copy: bool, result: ImportResult
+) -> None:
+    hashes = {r.external_id: r.content_hash() for r in batch}
+    existing: dict[str, tuple[int, str]] = {}
+    if had_items:
+        existing = {
+            ext: (pk, h)
+            for pk, ext, h in Item.objects.filter(project=project, external_id__in=list(hashes)).values_list(
+                "id", "external_id", "content_hash"
+            )
+        }
+    new = [r for r in batch if r.external_id not in existing]
+    changed = [r for r in batch if r.external_id in existing and existing[r.external_id][1] != hashes[r.external_id]]
+    result.unchanged += sum(
+        1 for r in batch if r.external_id in existing and existing[r.external_id][1] == hashes[r.external_id]
+    )
+    if new:
+        now = timezone.now()
+        ids = _insert_items(project, new, hashes, now, use_copy)
+        _insert_children(list(zip(ids, new, strict=True)), now, use_copy)
+        result.created += len(new)
+    if changed and not update:
+        result.changed_not_updated.extend(r.external_id for r in changed)
+    elif changed:
+        _update_items(project, [(existing[r.external_id][0], r) for r in changed], hashes, use_copy)
+        result.updated += len(changed)
+
+
+def _item_values(project: Project, record: ItemRecord, content_hash: str) -> dict[str, Any]:
+    return {
+        "project_id": project.pk,
+        "external_id": record.external_id,
+        "prompt": record.prompt,
+        "conversation": record.conversation,
+        "metadata": record.metadata,
+        "content_hash": content_hash,
+    }
+
+
+def _insert_items(
+    project: Project, records: list[ItemRecord], hashes: dict[str, str], now: datetime, use_copy: bool
+) -> list[int]:
+    if not use_copy:
+        objs = Item.objects.bulk_create(
+            [Item(**_item_values(project, r, hashes[r.external_id])) for r in records], batch_size=500
+        )
+        return [o.pk for o in objs]
+    with connection.cursor() as cursor:
+        # Take the ids up front so that responses can be copied in right after, without a lookup.
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [Item._meta.db_table, len(records)],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    columns = [
+        *("id", "project_id", "external_id", "prompt", "conversation", "metadata", "features"),
+        *("route", "route_reason", "status", "content_hash", "created_at", "updated_at"),
+    ]
+    rows = (
+        (
+            pk,
+            project.pk,
+            r.external_id,
+            r.prompt,
+            None if r.conversation is None else json.dumps(r.conversation),
+            json.dumps(r.metadata, default=str),
+            "{}",
+            Item.UNROUTED,
+            "",
+            Item.PENDING,
+            hashes[r.external_id],
+            now,
+            now,
+        )
+        for pk, r in zip(ids, records, strict=True)
+    )
+    _copy(Item._meta.db_table, columns, rows)
+    return ids
+
+
+def _copy(table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL COPY: several times faster than INSERT for bulk imports."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _judges_by_name(names: set[str]) -> dict[str, Judge]:
+    judges = {j.name: j for j in Judge.objects.filter(name__in=names)}
+    for name in names - set(judges):
+        # Labels that came with a dataset: the judge is on record but runs nowhere.
+        judges[name] = Judge.objects.create(name=name, backend=Judge.EXTERNAL, model=name)
+    return judges
+
+
+def _insert_children(pairs: list[tuple[int, ItemRecord]], now: datetime, use_copy: bool) -> None:
+    if use_copy:
+        _copy(
+            Response._meta.db_table,
+            ["item_id", "position", "model_name", "text"],
+            ((pk, pos, resp.model, resp.text) for pk, r in pairs for pos, resp in enumerate(r.responses)),
+        )
+    else:
+        Response.objects.bulk_create(
+            [
+                Response(item_id=pk, position=pos, model_name=resp.model, text=resp.text)
+                for pk, r in pairs
+                for pos, resp in enumerate(r.responses)
+            ],
+            batch_size=1000,
+        )
+    annotations = [
+        HumanAnnotation(
+            item_id=pk,
+            external_annotator=h.annotator,
+            tier=h.tier,
+            preferences=h.annotation.get("preferences") or {},
+            ranking=h.annotation.get("ranking"),
+            ratings={str(k): v for k, v in (h.annotation.get("ratings") or {}).items()},
+            reasons=h.annotation.get("reasons") or {},
+            own_reasons=h.annotation.get("own_reasons") or {},
+            confidence=h.annotation.get("confidence") or {},
+            justification=h.annotation.get("justification") or "",
+            time_spent=h.annotation.get("time_spent"),
+            flags=h.annotation.get("flags") or [],
+            imported=True,
+            external_timestamp=h.timestamp,
+        )
+        for pk, r in pairs
+        for h in r.human
+    ]
+    if annotations:
+        HumanAnnotation.objects.bulk_create(annotations, batch_size=1000)
+    names = {x.judge for _, r in pairs for x in r.llm}
+    if names:
+        judges = _judges_by_name(names)
+        Judgment.objects.bulk_create(
+            [
+                Judgment(
+                    item_id=pk,
+                    judge=judges[x.judge],
+                    order=IMPORTED_ORDER,
+                    prompt_version=IMPORTED_PROMPT_VERSION,
+                    labels=x.labels,
+                    ranking=x.ranking,
+                    rationale=x.rationale,
+                    raw_output=x.raw_output,
+                    order_inconsistent=x.order_inconsistent,
+                    status=Judgment.FAILED if x.failed else Judgment.DONE,
+                    error="unparsable verdict in the source data" if x.failed else "",
+                )
+                for pk, r in pairs
+                for x in r.llm
+            ],
+            batch_size=1000,
+        )
+
+
+def _update_items(
+    project: Project, pairs: list[tuple[int, ItemRecord]], hashes: dict[str, str], use_copy: bool
+) -> None:
+    """Rewrite changed items: content, responses, and what the dataset itself brought (imported labels)."""
+    ids = [pk for pk, _ in pairs]
+    items = Item.objects.in_bulk(ids)
+    current: dict[int, list[tuple[str, str]]] = {pk: [] for pk in ids}
+    for item_id, model_name, text in Response.objects.filter(item_id__in=ids).values_list(
+        "item_id", "model_name", "text"
+    ):
+        current[item_id].append((model_name, text))
+    labelled = set(HumanAnnotation.objects.filter(item_id__in=ids, imported=False).values_list("item_id", flat=True))
+    labelled |= set(
+        Judgment.objects.filter(item_id__in=ids)
+        .exclude(prompt_version=IMPORTED_PROMPT_VERSION)
+        .values_list("item_id", flat=True)
+    )
+    # Labels made on this platform refer to the responses as they were: those must not change under them.
+    clashes = [
+        items[pk].external_id
+        for pk, record in pairs
+        if pk in labelled and current[pk] != [(r.model, r.text) for r in record.responses]
+    ]
+    if clashes:
+        raise ImportFailed(
+            [f"id {ext!r}: responses changed, but the item already has annotations or judgments" for ext in clashes][
+                :MAX_REPORTED_ERRORS
+            ],
+            len(clashes),
+        )
+    now = timezone.now()
+    for pk, record in pairs:
+        item = items[pk]
+        for key, value in _item_values(project, record, hashes[record.external_id]).items():
+            setattr(item, key, value)
+        item.updated_at = now
+    Item.objects.bulk_update(list(items.values()), ["prompt", "conversation", "metadata", "content_hash", "updated_at"])
+    Response.objects.filter(item_id__in=ids).delete()
+    HumanAnnotation.objects.filter(item_id__in=ids, imported=True).delete()
+    Judgment.objects.filter(item_id__in=ids, order=IMPORTED_ORDER, prompt_version=IMPORTED_PROMPT_VERSION).delete()
+    _insert_children(pairs, timezone.now(), use_copy)
+
+
+def run_import_job(job_id: int) -> ImportJob:
+    """Run a queued ImportJob (the Celery task calls this). Idempotent: a finished job is left alone."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.status in (ImportJob.DONE, ImportJob.FAILED):
+            return job
+        job.status = ImportJob.RUNNING
+        job.save(update_fields=["status"])
+    try:
+        result = import_file(job.project, job.path, fmt=job.file_format, update=job.update)
+    except (ImportFailed, ValueError) as exc:
+        job.status = ImportJob.FAILED
+        job.errors = exc.errors if isinstance(exc, ImportFailed) else [str(exc)]
+    else:
+        job.status = ImportJob.DONE
+        job.created, job.updated, job.unchanged = result.created, result.updated, result.unchanged
+        job.errors = [
+            f"{ext}: changed in the file; re-import with update to apply" for ext in result.changed_not_updated
+        ][:MAX_REPORTED_ERRORS]
+    job.finished_at = timezone.now()
+    job.save()
+    return job
+
+
+def enqueue_import(
+    project: Project, path: Path | str, *, fmt: str = "native", update: bool = False, user: Any = None
+) -> ImportJob:
+    """Queue an import for a Celery worker; the task is sent only once the job row is committed."""
+    from webapp.tasks import run_import  # tasks import services, not the other way round at load time
+
+    job = ImportJob.objects.create(project=project, path=str(path), file_format=fmt, update=update, created_by=user)
+    transaction.on_commit(lambda: run_import.delay(job.pk))
+    return job
