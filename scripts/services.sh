@@ -32,4 +32,8 @@ if ! redis_up; then
   for _ in $(seq 30); do redis_up && break; sleep 0.5; done
   redis_up || { echo "Redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
 fi
-echo "PostgreSQL and Redis are up on 127.0.0.1"
+# Browser tests drive Debian's chromium through chromedriver (no browser downloads).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
+echo "PostgreSQL and Redis are up on 127.0.0.1; chromium and chromedriver are installed"

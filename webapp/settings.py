@@ -39,8 +39,18 @@ try:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         key_file = DATA_DIR / "secret_key"
         if not key_file.exists():
-            key_file.write_text(secrets.token_urlsafe(50))
-            key_file.chmod(0o600)
+            # Written whole and private (0600) to a temporary name, then linked into place: processes
+            # starting together (web, worker) never read a half-written key, and all keep the first one.
+            tmp_key = DATA_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+            try:
+                os.link(tmp_key, key_file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp_key.unlink()
         SECRET_KEY = key_file.read_text().strip()
 
     default_db = (
@@ -94,6 +104,8 @@ TEMPLATES = [
         "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
+            # {% partialdef %} everywhere without {% load %}, as Django 6 has it built in.
+            "builtins": ["template_partials.templatetags.partials"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -120,6 +132,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start when it is missing
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -86,14 +86,17 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
     index = 0
     started = False
     finished = False
+    decode_error: ReadError | None = None
     with path.open("rb") as fh:
         while True:
             chunk = fh.read(_CHUNK)
             try:
                 buf += utf8.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
-                yield f"item {index + 1}", _decode_error(exc, consumed_bytes)
-                return
+                # Read the items before the bad bytes first, so that the error names the item holding them.
+                pending = utf8.getstate()[0]  # bytes of the previous chunk that exc.start also counts
+                buf += (pending + chunk)[: exc.start].decode("utf-8")
+                decode_error = _decode_error(exc, consumed_bytes - len(pending))
             consumed_bytes += len(chunk)
             pos = 0
             while True:
@@ -115,7 +118,7 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
                 try:
                     value, end = decoder.raw_decode(buf, pos)
                 except json.JSONDecodeError as exc:
-                    if chunk:  # maybe the element continues in the next chunk
+                    if chunk or decode_error:  # maybe the element continues in the next chunk
                         break
                     yield f"item {index + 1}", ReadError(f"invalid JSON ({exc.msg})")
                     return
@@ -126,6 +129,9 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
                 else:
                     yield f"item {index}", ReadError(f"expected a JSON object, got {type(value).__name__}")
             buf = buf[pos:]
+            if decode_error:
+                yield f"item {index + 1}", decode_error
+                return
             if finished:
                 if buf.strip() or fh.read(1):
                     yield f"item {index + 1}", ReadError("unexpected content after the closing ]")
@@ -155,9 +161,13 @@ def read_csv(path: Path) -> Iterator[tuple[str, Row]]:
     decode_errors: list[ReadError] = []
     reader = csv.reader(_decoded_lines(path, decode_errors))
     header: list[str] | None = None
+    number = 0  # records, not lines: a cell may hold line breaks
     try:
         for record in reader:
-            where = f"row {reader.line_num}"
+            if decode_errors:  # the input stopped at bad bytes: this record was cut short there
+                break
+            number += 1
+            where = f"row {number}"
             if header is None:
                 header = [h.strip() for h in record]
                 if len(set(header)) != len(header):
@@ -171,9 +181,9 @@ def read_csv(path: Path) -> Iterator[tuple[str, Row]]:
                 continue
             yield where, {k: v for k, v in zip(header, record, strict=True) if v != ""}
     except csv.Error as exc:
-        yield f"row {reader.line_num}", ReadError(f"malformed CSV ({exc})")
+        yield f"row {number + 1}", ReadError(f"malformed CSV ({exc})")
     if decode_errors:
-        yield f"row {reader.line_num + 1}", decode_errors[0]
+        yield f"row {number + 1}", decode_errors[0]
 
 
 def read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
@@ -188,4 +198,13 @@ def read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
     for batch in parquet.iter_batches(batch_size=2000):
         for row in batch.to_pylist():
             number += 1
-            yield f"row {number}", {k: v for k, v in row.items() if v is not None}
+            yield f"row {number}", _without_nulls(row)
+
+
+def _without_nulls(value: Any) -> Any:
+    """Parquet has no 'absent': a struct holds every field, null where the source had none. Drop those."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

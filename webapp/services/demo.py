@@ -38,6 +38,7 @@ def setup_demo() -> tuple[Project, ImportResult, list[tuple[str, str, str]]]:
         project = Project.objects.filter(slug=DEMO_SLUG).first() or create_project(
             slug=DEMO_SLUG,
             name="PandaLM demo (999 real pairs)",
+            aspects=["overall"],  # PandaLM's annotators judged overall quality only
             guidelines=GUIDELINES,
             justification_required=True,
             justification_min_length=10,
