@@ -33,9 +33,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_annotator_logs_in_and_browses_the_demo_project(live_server: Any, browser: Any) -> None:
+def test_a_manager_logs_in_and_browses_the_demo_project(live_server: Any, browser: Any) -> None:
     _, _, logins = setup_demo()
-    username, password, _ = next(login for login in logins if login[0] == "annotator")
+    username, password, _ = next(login for login in logins if login[0] == "manager")
 
     browser.get(live_server.url + "/")
     assert "/login/" in browser.current_url

@@ -293,7 +293,9 @@ def test_processes_starting_together_on_a_new_data_dir_share_one_secret_key(tmp_
     }
     code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
     procs = [
-        subprocess.Popen([PYTHON, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [PYTHON, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(8)
     ]
     results = [(p.communicate(timeout=120), p.returncode) for p in procs]

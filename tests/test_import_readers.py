@@ -293,3 +293,12 @@ def test_a_file_that_is_not_parquet_is_a_read_error(tmp_path):
     assert len(rows) == 1
     assert rows[0][0] == "row 1"
     assert rows[0][1].message.startswith("not a readable Parquet file")
+
+
+def test_a_stray_byte_after_the_closing_bracket_is_not_ignored(tmp_path):
+    path = tmp_path / "items.json"
+    path.write_bytes(b'[{"id": 1}]\xc3')
+    assert rows_of(path, "json") == [
+        ("item 1", {"id": 1}),
+        ("item 2", ReadError("unexpected content after the closing ]")),
+    ]

@@ -73,11 +73,11 @@ def test_a_project_created_without_forms_still_cannot_hold_a_bad_value(field, va
 
 def test_raw_sql_cannot_put_a_bad_state_on_a_project(project):
     with rejected("project_state_valid"), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {Project._meta.db_table} SET state = %s WHERE id = %s", ["deleted", project.pk])
+        cursor.execute("UPDATE webapp_project SET state = %s WHERE id = %s", ["deleted", project.pk])
 
 
 def test_two_projects_cannot_share_a_slug(project):
-    with rejected(), transaction.atomic():
+    with rejected("slug"), transaction.atomic():
         Project.objects.create(slug=project.slug, name="again")
 
 

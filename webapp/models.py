@@ -86,6 +86,8 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=_choices(ROLES))
+    # Items this annotator is asked to do in the project; empty means "as many as the queue offers".
+    quota = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -174,6 +176,8 @@ class Assignment(models.Model):
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments")
     # The permutation shown: display_order[k] is the canonical index of the k-th response shown.
     display_order = models.JSONField()
+    # The annotator's tier when the slot was claimed: overlap is counted per tier.
+    tier = models.CharField(max_length=10, choices=_choices(sch.TIERS), default=sch.TIERS[0])
     lease_expires_at = models.DateTimeField()
     status = models.CharField(max_length=10, choices=_choices(STATUSES), default=LEASED)
     skip_reason = models.TextField(blank=True)
@@ -184,6 +188,11 @@ class Assignment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["item", "annotator"], name="assignment_once_per_annotator"),
             _in("status", ("leased", "submitted", "skipped", "expired"), "assignment_status_valid"),
+            _in("tier", sch.TIERS, "assignment_tier_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["item", "tier", "status"], name="assignment_slots_idx"),
+            models.Index(fields=["annotator", "status"], name="assignment_annotator_idx"),
         ]
 
     def __str__(self) -> str:
@@ -254,6 +263,21 @@ class HumanAnnotation(models.Model):
             "time_spent": self.time_spent,
             "flags": self.flags,
         }
+
+
+class AnnotationRevision(models.Model):
+    """An earlier version of an edited annotation: edits keep history instead of overwriting it."""
+
+    annotation = models.ForeignKey(HumanAnnotation, on_delete=models.CASCADE, related_name="revisions")
+    payload = models.JSONField(help_text="The annotation as it was before the edit (canonical order).")
+    edited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"revision of {self.annotation_id} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
 JUDGE_BACKENDS = ("openai", "transformers-generative", "reward-model", "density-ratio", "jury", "external")

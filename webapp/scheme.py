@@ -10,9 +10,9 @@ whatever order an annotator or a judge was shown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 LIKERT5 = "likert5"
 STRENGTH7 = "strength7"
@@ -102,12 +102,19 @@ def validate_scheme_config(
     return problems
 
 
+def _not_bool(value: Any) -> Any:
+    # Lax parsing would turn True into 1 (a strength7 label) before the scale check sees it.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a label")
+    return value
+
+
 class AnnotationPayload(BaseModel):
     """An annotation in canonical response order, as stored."""
 
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    preferences: dict[str, Label] = Field(default_factory=dict)
+    preferences: dict[str, Annotated[Label, BeforeValidator(_not_bool)]] = Field(default_factory=dict)
     # Best first; a nested list is a group of tied responses.
     ranking: list[int | list[int]] | None = None
     ratings: dict[int, dict[str, int]] = Field(default_factory=dict)
@@ -219,3 +226,41 @@ def validate_annotation(
     if problems:
         raise SchemeError(problems)
     return payload
+
+
+# --- display order ------------------------------------------------------------------------------
+# An annotator sees the responses in a permutation `order`: order[k] is the canonical index of the
+# k-th response shown. Labels given on what was shown are mapped back before they are stored.
+
+_LIKERT5_MIRROR = dict(zip(LIKERT5_LABELS, reversed(LIKERT5_LABELS), strict=True))
+
+
+def mirror_label(label: Label) -> Label:
+    """The same judgement with A and B swapped."""
+    if isinstance(label, str):
+        return _LIKERT5_MIRROR[label]
+    return -label
+
+
+def _map_payload(payload: AnnotationPayload, index_map: list[int]) -> AnnotationPayload:
+    """Re-index responses by index_map (old index -> new index) and flip pairwise labels if A/B swap."""
+    swapped = len(index_map) == 2 and index_map[0] == 1
+    preferences = {a: mirror_label(v) if swapped else v for a, v in payload.preferences.items()}
+    ranking = None
+    if payload.ranking is not None:
+        ranking = [[index_map[i] for i in e] if isinstance(e, list) else index_map[e] for e in payload.ranking]
+    ratings = {index_map[i]: attrs for i, attrs in payload.ratings.items() if 0 <= i < len(index_map)}
+    return payload.model_copy(update={"preferences": preferences, "ranking": ranking, "ratings": ratings})
+
+
+def to_canonical(payload: AnnotationPayload, order: list[int]) -> AnnotationPayload:
+    """Labels given on the shown order -> canonical order (what is stored)."""
+    return _map_payload(payload, list(order))
+
+
+def to_display(payload: AnnotationPayload, order: list[int]) -> AnnotationPayload:
+    """Stored (canonical) labels -> the order shown, to pre-fill an edit form."""
+    inverse = [0] * len(order)
+    for shown, canonical in enumerate(order):
+        inverse[canonical] = shown
+    return _map_payload(payload, inverse)

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from webapp.models import Item, Membership, Project
+from webapp.models import Assignment, HumanAnnotation, Item, Membership, Project
 
 
 def projects_for_user(user: Any) -> QuerySet[Project]:
@@ -53,3 +53,34 @@ def item_for_project(project: Project, item_id: int) -> Item:
     if item is None:
         raise Http404("No such item")
     return item
+
+
+def annotator_progress(project: Project, user: Any) -> dict[str, int | None]:
+    """done / quota for the annotator in the project (quota: the membership's, else what the queue holds)."""
+    from webapp.services.queue import queue_items  # selectors stay importable without the queue's deps
+
+    done = Assignment.objects.filter(item__project=project, annotator=user, status=Assignment.SUBMITTED).count()
+    quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
+    if quota is None:
+        quota = queue_items(project).count()
+    return {"done": done, "quota": quota}
+
+
+def recent_annotations(user: Any, limit: int = 20) -> QuerySet[HumanAnnotation]:
+    return (
+        HumanAnnotation.objects.filter(annotator=user)
+        .select_related("item__project")
+        .annotate(n_revisions=Count("revisions"))
+        .order_by("-updated_at")[:limit]
+    )
+
+
+def own_annotation(user: Any, annotation_id: int) -> HumanAnnotation:
+    annotation = (
+        HumanAnnotation.objects.select_related("item__project", "assignment")
+        .filter(pk=annotation_id, annotator=user)
+        .first()
+    )
+    if annotation is None:
+        raise Http404("No such annotation")
+    return annotation

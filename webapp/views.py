@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from webapp import selectors
-from webapp.models import Item
+from webapp.models import Item, Membership
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -20,13 +21,19 @@ class HtmxHttpRequest(HttpRequest):
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = selectors.projects_for_user(request.user)
-    return render(request, "webapp/home.html", {"projects": projects})
+    projects = list(selectors.projects_for_user(request.user))
+    for project in projects:
+        project.progress = selectors.annotator_progress(project, request.user)  # type: ignore[attr-defined]
+    recent = selectors.recent_annotations(request.user)
+    return render(request, "webapp/home.html", {"projects": projects, "recent": recent})
 
 
 @require_GET
 def project_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project, role = selectors.project_for_user(request.user, slug)
+    if role != Membership.MANAGER:
+        # Annotators work from the queue and never see other people's labels.
+        return redirect("annotate", slug=project.slug)
     query = request.GET.get("q", "").strip()
     route = request.GET.get("route", "")
     page = Paginator(selectors.project_items(project, query, route), 50).get_page(request.GET.get("page"))
@@ -40,6 +47,8 @@ def project_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def item_detail(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
     project, role = selectors.project_for_user(request.user, slug)
+    if role != Membership.MANAGER:
+        raise PermissionDenied("Only the project's managers browse items and their labels.")
     item = selectors.item_for_project(project, item_id)
     return render(request, "webapp/item_detail.html", {"project": project, "role": role, "item": item})
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from webapp import scheme as sch
 
@@ -38,6 +39,16 @@ class HumanRecord:
     tier: str
     annotation: dict[str, Any]
     timestamp: str = ""
+    # Where the annotation is in the source row, and its fields' source names ("preferences.overall": "overall_pref"),
+    # so that errors name what the file says. Empty for native rows: "human_annotations.N" and the native names.
+    where: str = ""
+    field_names: dict[str, str] = field(default_factory=dict)
+
+    def source_field(self, name: str) -> str:
+        for ours, theirs in self.field_names.items():
+            if name == ours or name.startswith(ours + "."):
+                return theirs + name[len(ours) :]
+        return name
 
 
 @dataclass
@@ -102,6 +113,25 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
+def _json_cells(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    """Decode the CSV cells of columns that hold nested values; text cells stay text, even if they look like JSON."""
+    return {k: _maybe_json(v) if k in columns else v for k, v in row.items()}
+
+
+def _str_or_int(value: Any) -> Any:
+    """Ids and labels are JSON strings or integers. Pydantic alone would read true as 1 and 1.5 as a union error."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise ValueError(f"must be a string or an integer, not {json.dumps(value, default=str)[:40]}")
+    return value
+
+
+StrOrInt = Annotated[str | int, BeforeValidator(_str_or_int)]
+
+
 # --- native -----------------------------------------------------------------------------------
 
 
@@ -122,7 +152,7 @@ class NativeResponse(_Strict):
 class NativeHuman(_Strict):
     annotator: str = Field(min_length=1)
     tier: Literal["normal", "expert"] = "normal"
-    labels: dict[str, str | int] = Field(default_factory=dict)
+    labels: dict[str, StrOrInt] = Field(default_factory=dict)
     ranking: list[int | list[int]] | None = None
     ratings: dict[int, dict[str, int]] = Field(default_factory=dict)
     reasons: dict[str, list[str]] = Field(default_factory=dict)
@@ -136,7 +166,7 @@ class NativeHuman(_Strict):
 
 class NativeLLM(_Strict):
     judge: str = Field(min_length=1)
-    labels: dict[str, str | int] = Field(default_factory=dict)
+    labels: dict[str, StrOrInt] = Field(default_factory=dict)
     ranking: list[int | list[int]] | None = None
     rationale: str = ""
     raw_output: str = ""
@@ -144,7 +174,7 @@ class NativeLLM(_Strict):
 
 
 class NativeRow(_Strict):
-    id: str | int
+    id: StrOrInt
     prompt: str | None = None
     conversation: list[NativeTurn] | None = None
     responses: list[NativeResponse]
@@ -154,10 +184,13 @@ class NativeRow(_Strict):
 
     @field_validator("id")
     @classmethod
-    def _id_not_blank(cls, value: str | int) -> str | int:
+    def _id_not_blank(cls, value: StrOrInt) -> StrOrInt:
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+NATIVE_JSON_COLUMNS = ("conversation", "responses", "metadata", "human_annotations", "llm_annotations")
 
 
 def _native_csv_shape(row: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +206,7 @@ def _native_csv_shape(row: dict[str, Any]) -> dict[str, Any]:
         elif key.startswith("metadata."):
             metadata[key[9:]] = value
         else:
-            out[key] = _maybe_json(value)
+            out[key] = _maybe_json(value) if key in NATIVE_JSON_COLUMNS else value
     if responses and "responses" not in out:
         out["responses"] = [responses[k] for k in sorted(responses)]
     if metadata:
@@ -239,7 +272,7 @@ MULTIPREF_METADATA = ("prompt_id", "source", "category", "subject_study", "highe
 class MultiPrefRow(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    comparison_id: str | int
+    comparison_id: StrOrInt
     text: str = Field(min_length=1)
     model_a: str = ""
     completion_a: str
@@ -269,10 +302,18 @@ def _multipref_annotation(raw: dict[str, Any], tier: str, where: str) -> HumanRe
         if raw.get(f"{src}_confidence") not in (None, ""):
             conf[aspect] = raw[f"{src}_confidence"]
     time_spent = raw.get("time_spent")
+    field_names = {"annotator": "evaluator", "time_spent": "time_spent"}
+    for src, aspect in MULTIPREF_ASPECTS.items():
+        field_names[f"preferences.{aspect}"] = f"{src}_pref"
+        field_names[f"reasons.{aspect}"] = f"{src}_checked_reasons"
+        field_names[f"own_reasons.{aspect}"] = f"{src}_own_reason"
+        field_names[f"confidence.{aspect}"] = f"{src}_confidence"
     return HumanRecord(
         annotator=str(evaluator),
         tier=tier,
         timestamp=str(raw.get("timestamp") or ""),
+        where=where,
+        field_names=field_names,
         annotation={
             "preferences": prefs,
             "reasons": reasons,
@@ -285,7 +326,7 @@ def _multipref_annotation(raw: dict[str, Any], tier: str, where: str) -> HumanRe
 
 def parse_multipref(row: dict[str, Any], *, from_csv: bool = False) -> ItemRecord:
     if from_csv:
-        row = {k: _maybe_json(v) for k, v in row.items()}
+        row = _json_cells(row, ("normal_worker_annotations", "expert_worker_annotations"))
     try:
         parsed = MultiPrefRow.model_validate(row)
     except ValidationError as exc:
@@ -337,8 +378,7 @@ def strength_label(scale: str, strength: int) -> str | int:
 
 
 def parse_helpsteer2(row: dict[str, Any], *, scale: str, from_csv: bool = False) -> ItemRecord:
-    if from_csv:
-        row = {k: _maybe_json(v) for k, v in row.items()}
+    # Every HelpSteer2 column is text or a number: CSV cells need no JSON decoding.
     try:
         parsed = HelpSteer2Row.model_validate(row)
     except ValidationError as exc:
@@ -401,7 +441,7 @@ class PandaLMRow(BaseModel):
 
 def parse_pandalm(row: dict[str, Any], *, scale: str, from_csv: bool = False) -> ItemRecord:
     if from_csv:
-        row = {k: _maybe_json(v) for k, v in row.items()}
+        row = _json_cells(row, ("metadata", "human_labels", "llm_labels", "llm_reasons"))
     try:
         parsed = PandaLMRow.model_validate(row)
     except ValidationError as exc:
@@ -458,6 +498,19 @@ def parser_for(fmt: str, *, scale: str, file_type: str) -> Callable[[dict[str, A
     raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
 
 
+def _unstorable(value: Any) -> str | None:
+    """Why PostgreSQL would refuse a value, if it would: text and jsonb hold no NUL, jsonb no NaN or Infinity."""
+    if isinstance(value, str):
+        return "contains a NUL character (\\u0000), which cannot be stored" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a number JSON can hold"
+    if isinstance(value, dict):
+        return next((why for v in (*value, *value.values()) if (why := _unstorable(v))), None)
+    if isinstance(value, list | tuple):
+        return next((why for v in value if (why := _unstorable(v))), None)
+    return None
+
+
 def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> list[Problem]:
     """Everything about a parsed item that depends on the project: counts, labels, sizes."""
     problems: list[Problem] = []
@@ -469,31 +522,46 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
     if len(record.external_id) > 255:
         problems.append(("id", "longer than 255 characters"))
 
+    def storable(field_name: str, value: Any) -> None:
+        if why := _unstorable(value):
+            problems.append((field_name, why))
+
     def size(field_name: str, text: str) -> None:
         if len(text) > max_chars:
             problems.append((field_name, f"{len(text):,} characters, over the limit of {max_chars:,}"))
+        storable(field_name, text)
 
+    storable("id", record.external_id)
     size("prompt", record.prompt)
     for i, turn in enumerate(record.conversation or []):
         size(f"conversation.{i}.content", turn["content"])
     for i, resp in enumerate(record.responses):
         size(f"responses.{i}.text", resp.text)
+        storable(f"responses.{i}.model", resp.model)
     if len(json.dumps(record.metadata, default=str)) > max_chars:
         problems.append(("metadata", f"over the limit of {max_chars:,} characters"))
+    storable("metadata", record.metadata)
 
     seen: set[str] = set()
     for i, human in enumerate(record.human):
-        where = f"human_annotations.{i}"
+        where = human.where or f"human_annotations.{i}"
         if human.annotator in seen:
-            problems.append((f"{where}.annotator", f"{human.annotator!r} appears twice for this item"))
+            name = human.source_field("annotator")
+            problems.append((f"{where}.{name}", f"{human.annotator!r} appears twice for this item"))
         seen.add(human.annotator)
         if human.tier not in sch.TIERS:
             problems.append((f"{where}.tier", f"{human.tier!r} is not one of {', '.join(sch.TIERS)}"))
         try:
             sch.validate_annotation(scheme, human.annotation, n_responses=n, complete=False)
         except sch.SchemeError as exc:
-            problems.extend((f"{where}.{f}" if f else where, m) for f, m in exc.problems)
+            problems.extend((f"{where}.{human.source_field(f)}" if f else where, m) for f, m in exc.problems)
         size(f"{where}.justification", str(human.annotation.get("justification") or ""))
+        storable(f"{where}.{human.source_field('annotator')}", human.annotator)
+        storable(f"{where}.timestamp", human.timestamp)
+        for key, value in human.annotation.items():
+            if key != "justification":  # size() checked it
+                for sub, v in value.items() if isinstance(value, dict) else [(None, value)]:
+                    storable(f"{where}.{human.source_field(key if sub is None else f'{key}.{sub}')}", v)
     judges: set[str] = set()
     for i, judged in enumerate(record.llm):
         where = f"llm_annotations.{i}"
@@ -509,4 +577,7 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
         except sch.SchemeError as exc:
             problems.extend((f"{where}.{f.replace('preferences', 'labels')}", m) for f, m in exc.problems)
         size(f"{where}.rationale", judged.rationale)
+        storable(f"{where}.judge", judged.judge)
+        storable(f"{where}.labels", judged.labels)
+        storable(f"{where}.raw_output", judged.raw_output)
     return problems

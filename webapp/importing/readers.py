@@ -133,7 +133,7 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
                 yield f"item {index + 1}", decode_error
                 return
             if finished:
-                if buf.strip() or fh.read(1):
+                if buf.strip() or fh.read(1) or utf8.getstate()[0]:
                     yield f"item {index + 1}", ReadError("unexpected content after the closing ]")
                 return
             if not chunk:

@@ -64,6 +64,8 @@ def setup_demo() -> tuple[Project, ImportResult, list[tuple[str, str, str]]]:
             add_member(project, existing, Membership.MANAGER if role == "manager" else Membership.ANNOTATOR)
         saved[username] = password
         logins.append((username, password, f"{role} ({tier})" if role == "annotator" else role))
-    logins_file.write_text(json.dumps(saved, indent=1))
+    # Private before the passwords go in, not after.
+    logins_file.touch(mode=0o600)
     logins_file.chmod(0o600)
+    logins_file.write_text(json.dumps(saved, indent=1))
     return project, result, logins

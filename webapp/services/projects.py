@@ -30,7 +30,7 @@ def create_project(
     **options: Any,
 ) -> Project:
     """Create a project after checking its scheme; raises ProjectError naming each bad field."""
-    aspects = list(aspects) if aspects else list(sch.DEFAULT_ASPECTS)
+    aspects = list(aspects) if aspects is not None else list(sch.DEFAULT_ASPECTS)  # [] is an error, not "default"
     problems = sch.validate_scheme_config(
         kind=kind, scale=scale, aspects=aspects, reasons=reasons or {}, rating_attributes=rating_attributes or []
     )

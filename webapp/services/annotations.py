@@ -1,0 +1,125 @@
+"""Submitting, skipping and editing human annotations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from webapp import scheme as sch
+from webapp.models import AnnotationRevision, Assignment, HumanAnnotation, Item, Project
+from webapp.services.queue import overlap_for, slot_still_free
+
+
+class LeaseLost(Exception):
+    """The lease expired and someone else took the slot."""
+
+
+class AssignmentClosed(Exception):
+    """The assignment was skipped or expired: nothing can be submitted on it."""
+
+
+def _locked_assignment(assignment_id: int, user: Any) -> Assignment:
+    assignment = Assignment.objects.select_for_update().select_related("item__project").get(pk=assignment_id)
+    if assignment.annotator_id != user.pk:
+        raise PermissionDenied("This is not your assignment.")
+    return assignment
+
+
+def submit_annotation(
+    assignment_id: int, user: Any, shown: dict[str, Any] | sch.AnnotationPayload
+) -> tuple[HumanAnnotation, bool]:
+    """Save the annotator's answers, given on the order shown. Returns (annotation, created).
+
+    A second submit of the same assignment (two tabs, a network retry) returns the first annotation.
+    Raises SchemeError (fields to fix), LeaseLost, AssignmentClosed or PermissionDenied.
+    """
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, user)
+        if assignment.status == Assignment.SUBMITTED:
+            return HumanAnnotation.objects.get(assignment=assignment), False
+        if assignment.status != Assignment.LEASED:
+            raise AssignmentClosed(f"This item was {assignment.status}; it cannot be submitted.")
+        item = assignment.item
+        project = item.project
+        if project.state == Project.CLOSED:
+            raise AssignmentClosed("This project is closed.")
+        n = len(assignment.display_order)
+        payload = sch.validate_annotation(project.scheme(), shown, n_responses=n, complete=True)
+        if assignment.lease_expires_at <= timezone.now() and not slot_still_free(assignment, project):
+            raise LeaseLost(
+                "Your time on this item ran out and another annotator took it. Your answers are still in the form."
+            )
+        canonical = sch.to_canonical(payload, assignment.display_order)
+        annotation = HumanAnnotation.objects.create(
+            item=item, annotator=user, assignment=assignment, tier=assignment.tier, **_fields(canonical)
+        )
+        assignment.status = Assignment.SUBMITTED
+        assignment.save(update_fields=["status", "updated_at"])
+        _update_item_status(item, project)
+    return annotation, True
+
+
+def _fields(payload: sch.AnnotationPayload) -> dict[str, Any]:
+    return {
+        "preferences": payload.preferences,
+        "ranking": payload.ranking,
+        "ratings": {str(k): v for k, v in payload.ratings.items()},
+        "reasons": payload.reasons,
+        "own_reasons": payload.own_reasons,
+        "confidence": payload.confidence,
+        "justification": payload.justification,
+        "time_spent": payload.time_spent,
+        "flags": payload.flags,
+    }
+
+
+def _update_item_status(item: Item, project: Project) -> None:
+    done = True
+    for tier in ("normal", "expert"):
+        needed = overlap_for(project, tier)
+        if needed and item.assignments.filter(tier=tier, status=Assignment.SUBMITTED).count() < needed:
+            done = False
+    if done and item.status != Item.COMPLETE:
+        Item.objects.filter(pk=item.pk).update(status=Item.COMPLETE)
+
+
+def skip_assignment(assignment_id: int, user: Any, reason: str) -> Assignment:
+    """Give the item back with a reason; the annotator will not get it again."""
+    reason = reason.strip()
+    if not reason:
+        raise sch.SchemeError([("skip_reason", "say why you skip this item")])
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, user)
+        if assignment.status == Assignment.SKIPPED:
+            return assignment
+        if assignment.status != Assignment.LEASED:
+            raise AssignmentClosed(f"This item was already {assignment.status}.")
+        assignment.status = Assignment.SKIPPED
+        assignment.skip_reason = reason[:2000]
+        assignment.save(update_fields=["status", "skip_reason", "updated_at"])
+    return assignment
+
+
+def edit_annotation(annotation_id: int, user: Any, shown: dict[str, Any] | sch.AnnotationPayload) -> HumanAnnotation:
+    """Change one's own annotation while the project is open; the previous version is kept as a revision."""
+    with transaction.atomic():
+        annotation = (
+            HumanAnnotation.objects.select_for_update()
+            .select_related("item__project", "assignment")
+            .get(pk=annotation_id)
+        )
+        if annotation.annotator_id != user.pk or annotation.assignment is None:
+            raise PermissionDenied("You can only edit your own annotations.")
+        project = annotation.item.project
+        if project.state == Project.CLOSED:
+            raise AssignmentClosed("This project is closed; its annotations can no longer change.")
+        order = annotation.assignment.display_order
+        payload = sch.validate_annotation(project.scheme(), shown, n_responses=len(order), complete=True)
+        AnnotationRevision.objects.create(annotation=annotation, payload=annotation.payload(), edited_by=user)
+        for key, value in _fields(sch.to_canonical(payload, order)).items():
+            setattr(annotation, key, value)
+        annotation.save()
+    return annotation
