@@ -46,6 +46,7 @@ class AnnotatorProfileFactory(factory.django.DjangoModelFactory):
 class ItemFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Item
+        skip_postgeneration_save = True
 
     project = factory.SubFactory(ProjectFactory)
     external_id = factory.Sequence(lambda n: f"item-{n}")

@@ -112,7 +112,10 @@ def native(i: int, **extra: Any) -> dict[str, Any]:
     return {
         "id": f"item-{i}",
         "prompt": f"Question {i}?",
-        "responses": [{"text": f"First answer to {i}.", "model": "model-a"}, {"text": f"Second answer to {i}.", "model": "model-b"}],
+        "responses": [
+            {"text": f"First answer to {i}.", "model": "model-a"},
+            {"text": f"Second answer to {i}.", "model": "model-b"},
+        ],
         **extra,
     }
 
@@ -407,7 +410,11 @@ def test_a_csv_file_with_flat_response_and_metadata_columns_loads(project, tmp_p
 def test_a_csv_file_with_json_in_its_cells_loads_conversations_and_annotations(project, tmp_path):
     row = {
         "id": "csv-json-1",
-        "conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Joke?"}],
+        "conversation": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Joke?"},
+        ],
         "responses": [{"text": "Knock knock.", "model": "m1"}, {"text": "No.", "model": "m2"}],
         "metadata": {"topic": "humour", "turns": 3},
         "metadata.batch": "b7",
@@ -457,7 +464,11 @@ def test_parquet_annotations_may_differ_in_which_fields_they_fill(project, tmp_p
     import_file(project, write_parquet(tmp_path / "items.parquet", [row]))
 
     a, b = HumanAnnotation.objects.order_by("external_annotator")
-    assert (a.preferences, a.justification, a.time_spent) == ({"overall": "Tie", "helpful": "A-is-slightly-better"}, "why", None)
+    assert (a.preferences, a.justification, a.time_spent) == (
+        {"overall": "Tie", "helpful": "A-is-slightly-better"},
+        "why",
+        None,
+    )
     assert (b.preferences, b.justification, b.time_spent) == ({"overall": "B-is-clearly-better"}, "", 3.5)
 
 
@@ -661,8 +672,10 @@ def test_the_shipped_pandalm_file_loads_with_its_human_and_llm_labels(project):
 
     first = Item.objects.get(project=project, external_id="pandalm-0")
     assert first.prompt.startswith("The sentence you are given might be too wordy")
-    assert first.prompt.endswith("\n\nIf you have any questions about my rate or if you find it necessary to "
-                                 "increase or decrease the scope for this project, please let me know.")
+    assert first.prompt.endswith(
+        "\n\nIf you have any questions about my rate or if you find it necessary to "
+        "increase or decrease the scope for this project, please let me know."
+    )
     assert first.metadata["motivation_app"] == "Grammarly"
     assert first.metadata["human_majority"] == "response2"
     assert list(first.responses.values_list("model_name", flat=True)) == ["bloom-7b", "llama-7b"]
@@ -681,7 +694,7 @@ def test_the_pandalm_human_majorities_match_the_ones_its_readme_states(project):
         labels[item_id].append(verdict[preferences["overall"]])
     majorities = collections.Counter()
     for votes in labels.values():
-        (label, n), = collections.Counter(votes).most_common(1)
+        ((label, n),) = collections.Counter(votes).most_common(1)
         assert n >= 2
         majorities[label] += 1
 
@@ -706,9 +719,7 @@ def test_pandalm_into_a_strength7_project_uses_plus_or_minus_two(tmp_path, write
     item = Item.objects.get(project=project)
     assert item.prompt == "Add the numbers."
     assert list(item.responses.values_list("text", flat=True)) == ["3", "True"]
-    assert sorted(
-        item.human_annotations.values_list("external_annotator", "preferences")
-    ) == [
+    assert sorted(item.human_annotations.values_list("external_annotator", "preferences")) == [
         ("pandalm-annotator1", {"overall": -2}),
         ("pandalm-annotator2", {"overall": 0}),
         ("pandalm-annotator3", {"overall": 2}),
@@ -822,7 +833,7 @@ def test_update_keeps_platform_annotations_and_judgments_when_the_responses_stay
 
 TRICKY = {
     "id": "tricky\t1",
-    "prompt": 'Tabs\there, newlines\nthere, a backslash \\ and \\N, quotes "\', and ünïcødé 🌍',
+    "prompt": "Tabs\there, newlines\nthere, a backslash \\ and \\N, quotes \"', and ünïcødé 🌍",
     "conversation": [{"role": "user", "content": "First\r\nturn\\N"}, {"role": "user", "content": "\\."}],
     "responses": [{"text": "\\N", "model": "m\t0"}, {"text": "", "model": ""}],
     "metadata": {"nested": {"list": [1, 2.5, None, True], "text": "a\\b\tc\n"}, "empty": {}, "ü": "ß"},
@@ -913,5 +924,5 @@ def test_imported_rows_pass_the_database_constraints_of_a_second_project_with_th
 
 
 def test_ratings_are_refused_by_a_project_that_asks_for_none(project, write_jsonl):
-    with pytest.raises(ImportFailed, match="ratings.0.helpfulness: not a rating attribute of this project"):
+    with pytest.raises(ImportFailed, match=r"ratings\.0\.helpfulness: not a rating attribute of this project"):
         import_file(project, write_jsonl([RICH]))

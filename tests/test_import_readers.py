@@ -178,7 +178,10 @@ def test_invalid_utf8_in_a_later_json_chunk_gives_the_byte_offset_in_the_file(tm
 
 def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them_and_empty_cells_are_absent(tmp_path):
     path = write_csv(tmp_path / "items.csv", ["id", "prompt", "note"], [["1", "Hi", ""], ["2", "Yo", "x"]])
-    assert rows_of(path, "csv") == [("row 2", {"id": "1", "prompt": "Hi"}), ("row 3", {"id": "2", "prompt": "Yo", "note": "x"})]
+    assert rows_of(path, "csv") == [
+        ("row 2", {"id": "1", "prompt": "Hi"}),
+        ("row 3", {"id": "2", "prompt": "Yo", "note": "x"}),
+    ]
 
 
 def test_csv_cells_with_line_breaks_do_not_shift_the_row_numbers(tmp_path):
@@ -302,3 +305,8 @@ def test_a_stray_byte_after_the_closing_bracket_is_not_ignored(tmp_path):
         ("item 1", {"id": 1}),
         ("item 2", ReadError("unexpected content after the closing ]")),
     ]
+
+
+def test_a_truncated_jsonl_line_points_at_the_end_of_the_line(write_jsonl):
+    path = write_jsonl(['{"id": 1, "prompt": '])
+    assert rows_of(path, "jsonl") == [("line 1", ReadError("invalid JSON (Expecting value at column 21)"))]

@@ -51,16 +51,22 @@ def assert_nothing_runs_or_loads(html: str) -> None:
 
 
 @pytest.fixture
-def member(project):
-    user = UserFactory(username="member1")
-    MembershipFactory(project=project, user=user, role=Membership.ANNOTATOR)
-    return user
+def member(manager):
+    """A member who browses the project: its manager (annotators work from the queue instead)."""
+    return manager
 
 
 @pytest.fixture
 def member_client(member):
     client = Client()
     client.force_login(member)
+    return client
+
+
+@pytest.fixture
+def annotator_client(annotator):
+    client = Client()
+    client.force_login(annotator)
     return client
 
 
@@ -97,7 +103,7 @@ def test_healthz_is_public_and_checks_the_database(client):
 
 
 def test_logging_in_with_the_form_reaches_the_project_list(client, member, project):
-    response = client.post("/login/", {"username": "member1", "password": "correct-horse-battery"}, follow=True)
+    response = client.post("/login/", {"username": "manager1", "password": "correct-horse-battery"}, follow=True)
     assert response.status_code == 200
     assert response.redirect_chain[-1][0] == "/"
     assert project.name in response.content.decode()
@@ -131,22 +137,44 @@ def test_a_member_sees_the_project_page_with_items_and_role(member_client, proje
     page = response.content.decode()
     assert response.status_code == 200
     assert "<html" in page
-    assert "your role: annotator" in page
+    assert "your role: manager" in page
     assert f'href="/p/{project.slug}/items/{item.pk}/"' in page
     assert "What is the capital of France?" in page
 
 
-def test_a_non_member_gets_404_for_another_projects_page_and_items(member_client, other_project):
+def test_an_annotator_is_sent_from_the_project_page_to_the_annotation_queue(annotator_client, project):
+    response = annotator_client.get(f"/p/{project.slug}/")
+    assert response.status_code == 302
+    assert response.url == f"/p/{project.slug}/annotate/"
+
+
+def test_an_annotator_may_not_browse_items_and_other_peoples_labels(annotator_client, project, item):
+    HumanAnnotation.objects.create(item=item, external_annotator="rater-9", justification="my private reasoning")
+    response = annotator_client.get(f"/p/{project.slug}/items/{item.pk}/")
+    assert response.status_code == 403
+    assert b"my private reasoning" not in response.content
+
+
+def test_an_annotator_sees_their_projects_in_the_list(annotator_client, project, other_project):
+    page = annotator_client.get("/").content.decode()
+    assert project.name in page
+    assert other_project.name not in page
+
+
+def test_a_non_member_gets_403_for_another_projects_page_and_items(member_client, other_project):
     secret = ItemFactory(project=other_project, prompt="top secret prompt")
-    for url in [f"/p/{other_project.slug}/", f"/p/{other_project.slug}/items/{secret.pk}/"]:
+    for url in [
+        f"/p/{other_project.slug}/",
+        f"/p/{other_project.slug}/items/{secret.pk}/",
+        f"/p/{other_project.slug}/annotate/",
+    ]:
         response = member_client.get(url)
-        assert response.status_code == 404, url
+        assert response.status_code == 403, url
         assert b"top secret prompt" not in response.content
 
 
-def test_an_unknown_project_is_the_same_404_as_a_forbidden_one(member_client, other_project):
+def test_an_unknown_project_is_404(member_client):
     assert member_client.get("/p/does-not-exist/").status_code == 404
-    assert member_client.get(f"/p/{other_project.slug}/").status_code == 404
 
 
 def test_an_item_of_another_project_is_404_even_under_a_project_the_user_belongs_to(
@@ -366,12 +394,23 @@ def test_script_in_project_guidelines_is_sanitised(client, project):
         guidelines="# Rules\n\n" + XSS_PROMPT, name="<script>alert(9)</script>"
     )
     user = UserFactory()
-    MembershipFactory(project=project, user=user)
+    MembershipFactory(project=project, user=user, role=Membership.MANAGER)
     client.force_login(user)
     for url in ["/", f"/p/{project.slug}/"]:
         page = client.get(url).content.decode()
         assert_nothing_runs_or_loads(page)
     assert "<h1>Rules</h1>" in client.get(f"/p/{project.slug}/").content.decode()
+
+
+def test_script_in_an_item_or_guidelines_never_reaches_the_annotation_page(annotator, annotator_client, project):
+    Project.objects.filter(pk=project.pk).update(guidelines="# Rules\n\n" + XSS_PROMPT)
+    ItemFactory(project=project, external_id="xss-3", prompt=XSS_PROMPT, responses=[XSS_PROMPT, "plain answer"])
+    response = annotator_client.get(f"/p/{project.slug}/annotate/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "plain answer" in page  # the item was served to the annotator
+    assert "<h1>Rules</h1>" in page
+    assert_nothing_runs_or_loads(page)
 
 
 # --- static files, headers ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 LIKERT5 = "likert5"
 STRENGTH7 = "strength7"
@@ -117,7 +117,7 @@ class AnnotationPayload(BaseModel):
     preferences: dict[str, Annotated[Label, BeforeValidator(_not_bool)]] = Field(default_factory=dict)
     # Best first; a nested list is a group of tied responses.
     ranking: list[int | list[int]] | None = None
-    ratings: dict[int, dict[str, int]] = Field(default_factory=dict)
+    ratings: dict[int, dict[str, StrictInt]] = Field(default_factory=dict)  # no True or "3" as a score
     reasons: dict[str, list[str]] = Field(default_factory=dict)
     own_reasons: dict[str, str] = Field(default_factory=dict)
     confidence: dict[str, str] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
@@ -25,11 +26,13 @@ def role_in_project(user: Any, project: Project) -> str | None:
 
 
 def project_for_user(user: Any, slug: str) -> tuple[Project, str]:
-    """The project and the user's role in it; 404 (not 403) so that slugs do not leak."""
+    """The project and the user's role in it: 404 for no such project, 403 for a non-member (as the spec asks)."""
     project = Project.objects.filter(slug=slug).first()
-    role = role_in_project(user, project) if project else None
-    if project is None or role is None:
+    if project is None:
         raise Http404("No such project")
+    role = role_in_project(user, project)
+    if role is None:
+        raise PermissionDenied("You are not a member of this project.")
     return project, role
 
 

@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.config import MODES, ConfigError, check_production, env_bool, env_list, parse_database_url
+from webapp.config import MODES, ConfigError, check_production, env_bool, env_int, env_list, parse_database_url
 
+T = TypeVar("T")
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = os.environ
+
+
+
+def _setting(read: Callable[..., T], name: str, default: T) -> T:
+    """Read one variable; a bad value stops start-up with a message that names it."""
+    try:
+        return read(env, name, default)
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
 
 MODE = env.get("HYBRIDPREF_MODE", "development")
 if MODE not in MODES:
@@ -147,7 +160,7 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if PRODUCTION:
-    SESSION_COOKIE_SECURE = env_bool(env, "SECURE_COOKIES", True)
+    SESSION_COOKIE_SECURE = _setting(env_bool, "SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     CSRF_TRUSTED_ORIGINS = env_list(env, "CSRF_TRUSTED_ORIGINS", [])
@@ -173,12 +186,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ALWAYS_EAGER = env_bool(env, "CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = _setting(env_bool, "CELERY_TASK_ALWAYS_EAGER", False)
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 # Import limits: a text field longer than this is rejected with the row and field named.
-IMPORT_MAX_FIELD_CHARS = int(env.get("IMPORT_MAX_FIELD_CHARS", "200000"))
-IMPORT_BATCH_SIZE = int(env.get("IMPORT_BATCH_SIZE", "2000"))
+IMPORT_MAX_FIELD_CHARS = _setting(env_int, "IMPORT_MAX_FIELD_CHARS", 200_000)
+IMPORT_BATCH_SIZE = _setting(env_int, "IMPORT_BATCH_SIZE", 2000)
+ANNOTATION_LEASE_MINUTES = _setting(env_int, "ANNOTATION_LEASE_MINUTES", 30)
 
 LOGGING = {
     "version": 1,

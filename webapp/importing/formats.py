@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from webapp import scheme as sch
 
@@ -154,7 +154,7 @@ class NativeHuman(_Strict):
     tier: Literal["normal", "expert"] = "normal"
     labels: dict[str, StrOrInt] = Field(default_factory=dict)
     ranking: list[int | list[int]] | None = None
-    ratings: dict[int, dict[str, int]] = Field(default_factory=dict)
+    ratings: dict[int, dict[str, StrictInt]] = Field(default_factory=dict)
     reasons: dict[str, list[str]] = Field(default_factory=dict)
     own_reasons: dict[str, str] = Field(default_factory=dict)
     confidence: dict[str, str] = Field(default_factory=dict)

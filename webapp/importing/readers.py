@@ -67,7 +67,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                value = json.loads(text.rstrip("\r\n"))  # without the line break, columns count within the line
             except json.JSONDecodeError as exc:
                 yield where, ReadError(f"invalid JSON ({exc.msg} at column {exc.colno})")
                 continue

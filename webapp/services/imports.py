@@ -7,6 +7,7 @@ and content hash); `update=True` rewrites changed ones.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from webapp.importing.formats import FORMATS, ItemRecord, RowProblems, check_record, parser_for
 from webapp.importing.readers import FileTypeError, ReadError, detect_file_type, read_rows
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 50
 IMPORTED_ORDER = "combined"
 IMPORTED_PROMPT_VERSION = "imported"
+# After an import that wrote at least this many items, ANALYZE the tables it filled (PostgreSQL): until
+# autovacuum gets to them, the planner has no statistics and looks items up by project with a scan.
+ANALYZE_AFTER_ITEMS = 10_000
 
 
 class ImportFailed(Exception):
@@ -116,6 +121,8 @@ def import_file(
     with transaction.atomic():
         # One import per project at a time: a second waits here instead of racing on ids.
         Project.objects.select_for_update().get(pk=project.pk)
+        if connection.vendor == "postgresql":
+            _prefer_lz4_compression()
         had_items = project.items.exists()
         batch_size = settings.IMPORT_BATCH_SIZE
         for batch in _batched(records(), batch_size):
@@ -128,6 +135,8 @@ def import_file(
             transaction.set_rollback(True)
     if errors.total:
         raise ImportFailed(errors.messages, errors.total)
+    if connection.vendor == "postgresql" and result.created + result.updated >= ANALYZE_AFTER_ITEMS:
+        _analyze(Item, Response)
     log.info(
         "imported %s into %s: %d created, %d updated, %d unchanged, %d changed but not updated",
         path.name,
@@ -201,19 +210,21 @@ def _insert_items(
             [Item._meta.db_table, len(records)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-    columns = [
-        *("id", "project_id", "external_id", "prompt", "conversation", "metadata", "features"),
-        *("route", "route_reason", "status", "content_hash", "created_at", "updated_at"),
-    ]
+    columns = {
+        **{"id": "int8", "project_id": "int8", "external_id": "text", "prompt": "text", "conversation": "jsonb"},
+        **{"metadata": "jsonb", "features": "jsonb", "route": "text", "route_reason": "text", "status": "text"},
+        **{"content_hash": "text", "created_at": "timestamptz", "updated_at": "timestamptz"},
+    }
+    no_features = Jsonb({})
     rows = (
         (
             pk,
             project.pk,
             r.external_id,
             r.prompt,
-            None if r.conversation is None else json.dumps(r.conversation),
-            json.dumps(r.metadata, default=str),
-            "{}",
+            None if r.conversation is None else Jsonb(r.conversation),
+            Jsonb(r.metadata, dumps=_dumps_metadata),
+            no_features,
             Item.UNROUTED,
             "",
             Item.PENDING,
@@ -227,14 +238,46 @@ def _insert_items(
     return ids
 
 
-def _copy(table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
-    """PostgreSQL COPY: several times faster than INSERT for bulk imports."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+_dumps_metadata = functools.partial(json.dumps, default=str)
+
+
+def _copy(table: str, columns: dict[str, str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL binary COPY of `rows` into `columns` ({name: PostgreSQL type}).
+
+    Several times faster than INSERT for bulk imports; the binary format saves both sides the
+    text escaping and parsing of text COPY (about 30 % of the import's time).
+    """
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        copy.set_types(list(columns.values()))
         for row in rows:
             copy.write_row(row)
+
+
+def _prefer_lz4_compression() -> None:
+    """Compress long values (responses of a few KB) with lz4 instead of pglz, for this transaction.
+
+    PostgreSQL compresses a value that makes its row longer than about 2 KB; pglz spent more time on it
+    than the rest of the server's work in an import. lz4 (PostgreSQL 14+, where the server is built
+    with it; otherwise nothing changes) is several times faster; reading is the same either way.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings"
+            " WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+        )
+
+
+def _analyze(*models: type[Item] | type[Response]) -> None:
+    """ANALYZE tables after a bulk load, as PostgreSQL advises; a failure only costs speed later."""
+    tables = ", ".join(connection.ops.quote_name(m._meta.db_table) for m in models)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {tables}")
+    except DatabaseError:
+        log.warning("ANALYZE %s after an import failed", tables, exc_info=True)
 
 
 def _judges_by_name(names: set[str]) -> dict[str, Judge]:
@@ -249,7 +292,7 @@ def _insert_children(pairs: list[tuple[int, ItemRecord]], now: datetime, use_cop
     if use_copy:
         _copy(
             Response._meta.db_table,
-            ["item_id", "position", "model_name", "text"],
+            {"item_id": "int8", "position": "int2", "model_name": "text", "text": "text"},
             ((pk, pos, resp.model, resp.text) for pk, r in pairs for pos, resp in enumerate(r.responses)),
         )
     else:
