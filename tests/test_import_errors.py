@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.factories import ProjectFactory, UserFactory
+from webapp.importing.formats import COLUMN_LENGTHS
 from webapp.models import HumanAnnotation, Item, Judge, Judgment, Response
 from webapp.services import imports
 from webapp.services.imports import MAX_REPORTED_ERRORS, ImportFailed, import_file
@@ -443,6 +444,39 @@ def test_nul_characters_and_nan_numbers_are_named_instead_of_failing_in_the_data
         f"line 7: id: {nul}",
     ]
     assert_nothing_written(before)
+
+
+@pytest.mark.parametrize("writer", ["copy", "orm"])
+def test_values_longer_than_their_database_column_are_named_instead_of_failing_in_the_database(
+    project, write_jsonl, before, writer
+):
+    rows = [
+        native(1, responses=[{"text": "a", "model": "m" * 201}, {"text": "b", "model": "m" * 200}]),
+        native(2, human_annotations=[{"annotator": "a" * 256, "labels": {"overall": "Tie"}}]),
+        native(3, human_annotations=[{"annotator": "a", "labels": {"overall": "Tie"}, "timestamp": "t" * 65}]),
+        native(4, llm_annotations=[{"judge": "j" * 201, "labels": {"overall": "Tie"}}]),
+    ]
+
+    error = failing(project, write_jsonl(rows), writer=writer)
+
+    assert error.errors == [
+        "line 1: responses.0.model: longer than 200 characters",
+        "line 2: human_annotations.0.annotator: longer than 255 characters",
+        "line 3: human_annotations.0.timestamp: longer than 64 characters",
+        "line 4: llm_annotations.0.judge: longer than 200 characters",
+    ]
+    assert_nothing_written(before)
+
+
+def test_the_checked_lengths_are_the_database_column_lengths():
+    lengths = {
+        "id": Item._meta.get_field("external_id").max_length,
+        "model": Response._meta.get_field("model_name").max_length,
+        "annotator": HumanAnnotation._meta.get_field("external_annotator").max_length,
+        "timestamp": HumanAnnotation._meta.get_field("external_timestamp").max_length,
+        "judge": Judge._meta.get_field("name").max_length,
+    }
+    assert lengths == COLUMN_LENGTHS
 
 
 # --- unreadable files ---------------------------------------------------------------------------

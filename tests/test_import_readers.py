@@ -310,3 +310,26 @@ def test_a_stray_byte_after_the_closing_bracket_is_not_ignored(tmp_path):
 def test_a_truncated_jsonl_line_points_at_the_end_of_the_line(write_jsonl):
     path = write_jsonl(['{"id": 1, "prompt": '])
     assert rows_of(path, "jsonl") == [("line 1", ReadError("invalid JSON (Expecting value at column 21)"))]
+
+
+def test_an_integer_too_long_for_python_is_a_named_row_error(tmp_path):
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"id": "ok"}\n{"id": ' + "9" * 5000 + "}\n")
+    rows = list(read_rows(path, "jsonl"))
+    assert rows[0] == ("line 1", {"id": "ok"})
+    where, error = rows[1]
+    assert where == "line 2"
+    assert isinstance(error, ReadError)
+    assert "invalid JSON" in error.message
+
+
+def test_a_broken_json_array_stops_buffering_at_the_item_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_JSON_ITEM_CHARS", 1000)
+    monkeypatch.setattr(readers, "_CHUNK", 256)
+    path = tmp_path / "broken.json"
+    path.write_text('[{"id": "a"}, {"id": "b", "text": "' + "x" * 5000 + '"')  # never closed
+    rows = list(read_rows(path, "json"))
+    assert rows[0] == ("item 1", {"id": "a"})
+    assert rows[1][0] == "item 2"
+    assert isinstance(rows[1][1], ReadError)
+    assert "64 MB" in rows[1][1].message

@@ -346,3 +346,9 @@ def test_scheme_config_problems_are_named(overrides, field, fragment):
 def test_every_scheme_config_problem_is_listed_at_once():
     found = config(kind="x", scale="y", aspects=[], rating_attributes=["z"])
     assert {f for f, _ in found} == {"kind", "scale", "aspects", "rating_attributes"}
+
+
+def test_booleans_are_not_response_indices_in_a_ranking():
+    with pytest.raises(SchemeError) as exc:
+        validate_annotation(Scheme(kind="ranking"), {"ranking": [True, 0, 2]}, n_responses=3, complete=False)
+    assert any(field.startswith("ranking") for field, _ in exc.value.problems)

@@ -116,7 +116,7 @@ class AnnotationPayload(BaseModel):
 
     preferences: dict[str, Annotated[Label, BeforeValidator(_not_bool)]] = Field(default_factory=dict)
     # Best first; a nested list is a group of tied responses.
-    ranking: list[int | list[int]] | None = None
+    ranking: list[StrictInt | list[StrictInt]] | None = None
     ratings: dict[int, dict[str, StrictInt]] = Field(default_factory=dict)  # no True or "3" as a score
     reasons: dict[str, list[str]] = Field(default_factory=dict)
     own_reasons: dict[str, str] = Field(default_factory=dict)

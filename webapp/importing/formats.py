@@ -153,7 +153,7 @@ class NativeHuman(_Strict):
     annotator: str = Field(min_length=1)
     tier: Literal["normal", "expert"] = "normal"
     labels: dict[str, StrOrInt] = Field(default_factory=dict)
-    ranking: list[int | list[int]] | None = None
+    ranking: list[StrictInt | list[StrictInt]] | None = None
     ratings: dict[int, dict[str, StrictInt]] = Field(default_factory=dict)
     reasons: dict[str, list[str]] = Field(default_factory=dict)
     own_reasons: dict[str, str] = Field(default_factory=dict)
@@ -167,7 +167,7 @@ class NativeHuman(_Strict):
 class NativeLLM(_Strict):
     judge: str = Field(min_length=1)
     labels: dict[str, StrOrInt] = Field(default_factory=dict)
-    ranking: list[int | list[int]] | None = None
+    ranking: list[StrictInt | list[StrictInt]] | None = None
     rationale: str = ""
     raw_output: str = ""
     order_inconsistent: bool | None = None
@@ -498,6 +498,11 @@ def parser_for(fmt: str, *, scale: str, file_type: str) -> Callable[[dict[str, A
     raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
 
 
+# Lengths of the database columns these values go to (webapp.models): checked here, so that a longer
+# value is a row's error instead of a failed INSERT.
+COLUMN_LENGTHS = {"id": 255, "model": 200, "annotator": 255, "timestamp": 64, "judge": 200}
+
+
 def _unstorable(value: Any) -> str | None:
     """Why PostgreSQL would refuse a value, if it would: text and jsonb hold no NUL, jsonb no NaN or Infinity."""
     if isinstance(value, str):
@@ -519,8 +524,12 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
         problems.append(("responses", f"a pairwise project needs exactly 2 responses, got {n}"))
     elif scheme.kind == sch.RANKING and n < 2:
         problems.append(("responses", f"a ranking project needs at least 2 responses, got {n}"))
-    if len(record.external_id) > 255:
-        problems.append(("id", "longer than 255 characters"))
+    if len(record.external_id) > COLUMN_LENGTHS["id"]:
+        problems.append(("id", f"longer than {COLUMN_LENGTHS['id']} characters"))
+
+    def fits(field_name: str, text: str, column: str) -> None:
+        if len(text) > COLUMN_LENGTHS[column]:
+            problems.append((field_name, f"longer than {COLUMN_LENGTHS[column]} characters"))
 
     def storable(field_name: str, value: Any) -> None:
         if why := _unstorable(value):
@@ -538,6 +547,7 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
     for i, resp in enumerate(record.responses):
         size(f"responses.{i}.text", resp.text)
         storable(f"responses.{i}.model", resp.model)
+        fits(f"responses.{i}.model", resp.model, "model")
     if len(json.dumps(record.metadata, default=str)) > max_chars:
         problems.append(("metadata", f"over the limit of {max_chars:,} characters"))
     storable("metadata", record.metadata)
@@ -557,7 +567,9 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
             problems.extend((f"{where}.{human.source_field(f)}" if f else where, m) for f, m in exc.problems)
         size(f"{where}.justification", str(human.annotation.get("justification") or ""))
         storable(f"{where}.{human.source_field('annotator')}", human.annotator)
+        fits(f"{where}.{human.source_field('annotator')}", human.annotator, "annotator")
         storable(f"{where}.timestamp", human.timestamp)
+        fits(f"{where}.timestamp", human.timestamp, "timestamp")
         for key, value in human.annotation.items():
             if key != "justification":  # size() checked it
                 for sub, v in value.items() if isinstance(value, dict) else [(None, value)]:
@@ -578,6 +590,7 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
             problems.extend((f"{where}.{f.replace('preferences', 'labels')}", m) for f, m in exc.problems)
         size(f"{where}.rationale", judged.rationale)
         storable(f"{where}.judge", judged.judge)
+        fits(f"{where}.judge", judged.judge, "judge")
         storable(f"{where}.labels", judged.labels)
         storable(f"{where}.raw_output", judged.raw_output)
     return problems

@@ -18,6 +18,8 @@ from typing import Any
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _CHUNK = 1 << 20
+# One element of a JSON array may not exceed this: a syntax error must not make us buffer the whole file.
+MAX_JSON_ITEM_CHARS = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
             except json.JSONDecodeError as exc:
                 yield where, ReadError(f"invalid JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+                yield where, ReadError(f"invalid JSON ({exc})")
+                continue
             if not isinstance(value, dict):
                 yield where, ReadError(f"expected a JSON object, got {type(value).__name__}")
                 continue
@@ -118,9 +123,13 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
                 try:
                     value, end = decoder.raw_decode(buf, pos)
                 except json.JSONDecodeError as exc:
-                    if chunk or decode_error:  # maybe the element continues in the next chunk
-                        break
-                    yield f"item {index + 1}", ReadError(f"invalid JSON ({exc.msg})")
+                    if (chunk or decode_error) and len(buf) - pos <= MAX_JSON_ITEM_CHARS:
+                        break  # maybe the element continues in the next chunk
+                    message = exc.msg if len(buf) - pos <= MAX_JSON_ITEM_CHARS else "an item over 64 MB, or broken"
+                    yield f"item {index + 1}", ReadError(f"invalid JSON ({message})")
+                    return
+                except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+                    yield f"item {index + 1}", ReadError(f"invalid JSON ({exc})")
                     return
                 index += 1
                 pos = end

@@ -11,11 +11,13 @@ import functools
 import itertools
 import json
 import logging
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -125,8 +127,10 @@ def import_file(
             _prefer_lz4_compression()
         had_items = project.items.exists()
         batch_size = settings.IMPORT_BATCH_SIZE
-        for batch in _batched(records(), batch_size):
-            if errors.total:
+        # Each batch with the number of errors up to its end; read and checked ahead, in a thread.
+        batches = ((batch, errors.total) for batch in _batched(records(), batch_size))
+        for batch, errors_so_far in _read_ahead(batches):
+            if errors_so_far:
                 continue  # keep reading to report every bad row, but write nothing more
             _write_batch(project, [r for _, r in batch], had_items, update, use_copy, result)
         if not seen and not errors.total:
@@ -153,6 +157,57 @@ def _batched(it: Iterable[tuple[str, ItemRecord]], size: int) -> Iterator[list[t
     iterator = iter(it)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+T = TypeVar("T")
+
+
+def _read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield from `items`, which a background thread runs up to `depth` elements ahead.
+
+    Reading, parsing and checking rows is Python work; writing a batch is mostly waiting for
+    PostgreSQL, with the GIL released. Overlapped, an import keeps both a client core and the
+    server busy. The thread touches no database; its exceptions are raised here, in order.
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(message: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(message, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="import-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, value = handoff.get()
+            if more:
+                yield value
+            elif value is not None:
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _write_batch(

@@ -22,6 +22,7 @@ from webapp.models import AnnotatorProfile, Assignment, Item, Project
 
 LEASE = timedelta(minutes=30)
 _CANDIDATES = 5  # rows locked per claim: enough to step over a few just-filled items
+_ATTEMPTS = 100
 
 
 class QueueClosed(Exception):
@@ -112,11 +113,16 @@ def claim_next(project: Project, user: Any) -> Assignment | None:
         # Items already started first, so that labelled items get complete sooner.
         candidates = candidates.order_by(F("taken").desc(), "id")
 
-    for _ in range(3):
+    # A failed attempt means another claim filled an item meanwhile, so this ends; the bound is a safety net.
+    for _ in range(_ATTEMPTS):
         with transaction.atomic():
             locked = list(
                 candidates.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[:_CANDIDATES]
             )
+            if not locked:
+                # SKIP LOCKED also passes over items that other claims (or submits) hold for a moment:
+                # wait for one of those instead of answering "nothing left" while it still has free slots.
+                locked = list(candidates.select_for_update(of=("self",)).values_list("pk", flat=True)[:1])
             if not locked:
                 return None
             for item_id in locked:
