@@ -97,4 +97,7 @@ def form_values(payload: sch.AnnotationPayload, scheme: sch.Scheme) -> dict[str,
     if payload.ranking is not None:
         values["ranking"] = json.dumps(payload.ranking)
     values["flags"] = payload.flags
+    if payload.time_spent is not None:
+        # The page's timer counts on from here, so an edit adds its time instead of replacing (or erasing) it.
+        values["active_seconds"] = payload.time_spent
     return values

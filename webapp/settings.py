@@ -25,7 +25,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = os.environ
 
 
-
 def _setting(read: Callable[..., T], name: str, default: T) -> T:
     """Read one variable; a bad value stops start-up with a message that names it."""
     try:

@@ -21,10 +21,17 @@ class AssignmentClosed(Exception):
     """The assignment was skipped or expired: nothing can be submitted on it."""
 
 
-def _locked_assignment(assignment_id: int, user: Any) -> Assignment:
-    assignment = Assignment.objects.select_for_update().select_related("item__project").get(pk=assignment_id)
+def _locked_assignment(assignment_id: int, user: Any, *, lock_item: bool = False) -> Assignment:
+    """Lock the assignment row (and, for a submit, its item row; never the project's)."""
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",)).select_related("item__project").get(pk=assignment_id)
+    )
     if assignment.annotator_id != user.pk:
         raise PermissionDenied("This is not your assignment.")
+    if lock_item:
+        # Submits on one item queue here, so its slot count and "complete" status stay exact;
+        # submits on other items of the project go on in parallel.
+        Item.objects.select_for_update().filter(pk=assignment.item_id).values_list("pk", flat=True).get()
     return assignment
 
 
@@ -37,7 +44,7 @@ def submit_annotation(
     Raises SchemeError (fields to fix), LeaseLost, AssignmentClosed or PermissionDenied.
     """
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, user)
+        assignment = _locked_assignment(assignment_id, user, lock_item=True)
         if assignment.status == Assignment.SUBMITTED:
             return HumanAnnotation.objects.get(assignment=assignment), False
         if assignment.status != Assignment.LEASED:
@@ -107,7 +114,8 @@ def edit_annotation(annotation_id: int, user: Any, shown: dict[str, Any] | sch.A
     """Change one's own annotation while the project is open; the previous version is kept as a revision."""
     with transaction.atomic():
         annotation = (
-            HumanAnnotation.objects.select_for_update()
+            # of=self: PostgreSQL cannot lock the nullable side of the outer join to the assignment.
+            HumanAnnotation.objects.select_for_update(of=("self",))
             .select_related("item__project", "assignment")
             .get(pk=annotation_id)
         )

@@ -2,7 +2,8 @@
 
 On PostgreSQL the candidate item row is locked with `SELECT ... FOR UPDATE SKIP LOCKED`, so
 concurrent annotators never wait on each other and never over-fill an item: the free slots of the
-locked item are counted again after the lock (a fresh statement sees every committed claim). On
+locked item are counted again after the lock (a fresh statement sees every committed claim). Only
+when every item left is locked by other claims does a claim wait, briefly, for one of them. On
 SQLite (the embedded demo) transactions are serialized, which gives the same guarantee.
 """
 

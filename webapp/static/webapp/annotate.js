@@ -63,6 +63,8 @@
     if (!form()) return;
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
+      const skip = document.activeElement && document.activeElement.closest ? document.activeElement.closest("#skip-form") : null;
+      if (skip) { skip.requestSubmit(); return; }
       syncRanking();
       form().requestSubmit();
       return;
