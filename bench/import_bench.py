@@ -8,6 +8,7 @@ once more on the same file (every item unchanged: the idempotent re-import path)
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ CATEGORIES = (
     "safety",
 )
 MODELS = ("llama-3.1-70b-instruct", "gpt-4o-mini", "mistral-large", "qwen2.5-72b", "gemma-2-27b", "claude-3-haiku")
-_WORDS = (
+_VOCABULARY = (
     "the a an of to in and or but for with on at by from as is are was were be been this that these those it "
     "model data function value result example question answer explain because therefore however although "
     "first second finally step method approach solution problem error output input list table string number "
@@ -46,10 +47,11 @@ _WORDS = (
     "paragraph sentence summary outline draft revision tone audience style grammar vocabulary translation "
     "recipe ingredient temperature minutes oven flour sugar butter garden travel budget schedule meeting "
     "café naïve résumé über façade coöperate déjà jalapeño piñata smörgåsbord"
-).split()
+)
+_WORDS = _VOCABULARY.split()
 _CODE = (
     "```python\ndef mean(xs):\n    return sum(xs) / len(xs)\n```\n",
-    '```js\nconst total = items.reduce((s, x) => s + x.price, 0);\nconsole.log(`total: ${total}`);\n```\n',
+    "```js\nconst total = items.reduce((s, x) => s + x.price, 0);\nconsole.log(`total: ${total}`);\n```\n",
     "```sql\nSELECT category, count(*) FROM items GROUP BY category ORDER BY 2 DESC;\n```\n",
     '```json\n{"name": "example", "tags": ["a", "b"], "nested": {"ok": true}}\n```\n',
 )
@@ -114,6 +116,8 @@ def generate(path: Path, n: int = N_ITEMS, seed: int = SEED) -> int:
             }
             fh.write(json.dumps(row, ensure_ascii=False))
             fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())  # so that writing it back to disk does not overlap the timed import
     return path.stat().st_size
 
 
@@ -176,17 +180,22 @@ METHOD = f"""\
 **Import** (`bench/import_bench.py`). A deterministic generator (seed {SEED}) writes {N_ITEMS:,} native-format
 pairwise items to a JSONL file in a temporary directory: each item has a prompt of about {PROMPT_CHARS:,}
 characters and two responses of about {RESPONSE_CHARS:,} characters each (±15 %, sentences drawn from a pool
-with paragraphs, lists, code blocks, quotes, escapes and some non-ASCII text), two model names and a
-`metadata` object with a `category`, a `source` and a `difficulty`. The file is about 520 MB; writing it
-is not timed, and it is read back from the operating system's page cache. A project is created
-with `create_project` (pairwise, default scheme; not timed). The timed call is
-`webapp.services.imports.import_file(project, path, fmt="native")`, measured with `time.perf_counter()`
-around the call: reading and decoding the file, JSON parsing, pydantic validation, the scheme checks,
-content hashing, the COPY into `webapp_item` and `webapp_response` and the commit. Afterwards the
-benchmark counts the rows in the database and fails unless there are exactly {N_ITEMS:,} items and
-{2 * N_ITEMS:,} responses. *Peak memory* is the benchmark process's peak resident set size (VmHWM in
-`/proc/self/status`) during the call: the high-water mark is reset just before the call (`echo 5 >
-/proc/self/clear_refs`), so it includes Django and everything else resident in the process, but not the
-generator. The PostgreSQL server's own memory is not included. The re-import runs `import_file` again
-on the same file and the same project; every item is unchanged (same external id, same content hash),
-so nothing is written; it is measured the same way and checked to report {N_ITEMS:,} unchanged items."""
+with paragraphs, lists, code blocks, quotes, escapes and some non-ASCII text, emoji included), two model
+names and a `metadata` object with a `category`, a `source` and a `difficulty`. The file is about 550 MB.
+Writing it is not timed; it is flushed to disk (fsync) before the timed call and read back from the
+operating system's page cache. A project is created with `create_project` (pairwise, default scheme;
+not timed). The timed call is `webapp.services.imports.import_file(project, path, fmt="native")`,
+measured with `time.perf_counter()` around the call, so it includes everything the import does:
+reading and decoding the file, JSON parsing, pydantic validation, the scheme checks, content hashing,
+the COPY into `webapp_item` and `webapp_response` (compressed with lz4, which the import asks for in
+its own transaction where the server has it) and the commit with its deferred foreign-key checks.
+Afterwards the benchmark counts the rows in the database and fails unless there are exactly
+{N_ITEMS:,} items and {2 * N_ITEMS:,} responses. *Peak
+memory* is the benchmark process's peak resident set size (VmHWM in `/proc/self/status`) during the
+call: the high-water mark is reset just before the call (`echo 5 > /proc/self/clear_refs`), so it
+includes Django and everything else resident in the process, but not the generator. The re-import runs
+`import_file` again on the same file and the same project; every item is unchanged (same external id,
+same content hash), so nothing is written; it is measured the same way and checked to report
+{N_ITEMS:,} unchanged items. Its time includes the ANALYZE of the items' project and external id
+columns that an import runs first when the planner's statistics do not yet know the project's items
+(right after a bulk load, before autovacuum has got to it)."""

@@ -51,6 +51,7 @@ class Benchmark:
 # Later: annotate, judge, route, export.
 BENCHMARKS = [
     Benchmark("import", "bench.import_bench", timeout_s=600),
+    Benchmark("annotate", "bench.annotate_bench", timeout_s=300),
 ]
 
 INTRO = """\
@@ -66,20 +67,22 @@ CONTEXT = """\
 ## Context
 
 - **Label Studio 1.23** imports 10,000 such pairwise tasks at about 5,300 tasks/s on this machine.
-  That figure comes from the issue that set the import target; `make bench` does not measure Label
-  Studio.
+  That figure is the issue's (the one that set the import target), not a measurement of `make bench`,
+  which does not run Label Studio; note that it is for 10,000 tasks, the benchmark above for 100,000.
 """
 
 GENERAL_METHOD = """\
 The runner (`bench/run.py`) reads `DATABASE_URL` (as `make bench` sets it) and never uses that
 database: it drops and re-creates a scratch database with the same name plus `_bench` on the same
 PostgreSQL server, applies the migrations to it (`manage.py migrate`), and runs each benchmark in a
-fresh child Python process with `DATABASE_URL` pointing at the scratch database. The database
-server runs on the same machine with its default configuration (durable commits: `fsync` and
-`synchronous_commit` on), so the client and the server share the cores. Times are wall-clock
-(`time.perf_counter()`); each figure is one run, not a best-of. Peak memory is the peak resident
-set size of the benchmark's child process (VmHWM in `/proc/self/status`, reset just before the
-measured call), in MB of 10^6 bytes. The scratch database is dropped at the end."""
+fresh child Python process with `DATABASE_URL` pointing at the scratch database, after a
+`CHECKPOINT` so that no benchmark inherits another's pending writes. The database server runs on
+the same machine, with the settings listed under Results, so the client and the server share its
+cores; anything else running on the machine slows the figures (see the load average). Times are
+wall-clock (`time.perf_counter()`); each figure is one run, not a best-of. Peak memory is the peak
+resident set size of the benchmark's child process (VmHWM in
+`/proc/self/status`, reset just before the measured call), in MB of 10^6 bytes; the database
+server's memory is not included. The scratch database is dropped at the end."""
 
 
 def _scratch_url(url: str) -> tuple[str, str, str]:
@@ -108,16 +111,39 @@ def _admin_connection(url: str) -> Any:
     )
 
 
-def _recreate_database(url: str, name: str, *, create: bool = True) -> str:
-    """Drop (and re-create) the scratch database; returns the server's version."""
+def _checkpoint(url: str) -> None:
+    """Start each benchmark from a checkpoint, so that none inherits another's pending WAL work."""
+    import psycopg
+
+    try:
+        with _admin_connection(url) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:  # needs superuser or pg_checkpoint: then the runs are just noisier
+        print(f"bench: no CHECKPOINT before the benchmark ({exc})", flush=True)
+
+
+SERVER_SETTINGS = (
+    "shared_buffers",
+    "fsync",
+    "synchronous_commit",
+    "wal_level",
+    "max_wal_size",
+    "default_toast_compression",
+)
+
+
+def _recreate_database(url: str, name: str, *, create: bool = True) -> dict[str, str]:
+    """Drop (and re-create) the scratch database; returns the server's version and settings."""
     from psycopg import sql
 
     with _admin_connection(url) as conn:
-        server_version = conn.execute("SHOW server_version").fetchone()[0]
+        server = {"version": str(conn.execute("SHOW server_version").fetchone()[0])}
+        for setting in SERVER_SETTINGS:
+            server[setting] = str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting))).fetchone()[0])
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if create:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return str(server_version)
+    return server
 
 
 def _machine() -> dict[str, str]:
@@ -221,7 +247,9 @@ def _facts(title: str, facts: dict[str, str]) -> str:
     return f"**{title}:** " + "; ".join(f"{k} {v}" for k, v in facts.items()) + "."
 
 
-def _document(table: str, machine: dict[str, str], versions: dict[str, str], meta: dict[str, str]) -> str:
+def _document(
+    table: str, machine: dict[str, str], versions: dict[str, str], server: dict[str, str], meta: dict[str, str]
+) -> str:
     methods = "\n\n".join(importlib.import_module(b.module).METHOD for b in BENCHMARKS)
     return "\n".join(
         [
@@ -233,6 +261,8 @@ def _document(table: str, machine: dict[str, str], versions: dict[str, str], met
             _facts("Machine", machine),
             "",
             _facts("Versions", versions),
+            "",
+            _facts("PostgreSQL settings", server),
             "",
             _facts("Run", meta),
             "",
@@ -267,11 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     url, scratch, main_name = _scratch_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     if scratch == main_name:
         raise SystemExit("bench: the scratch database must not be the main one")
     print(f"bench: scratch database {scratch} (re-created; {main_name} is not touched)", flush=True)
-    server_version = _recreate_database(url, scratch)
+    server = _recreate_database(url, scratch)
     env = {**os.environ, "DATABASE_URL": url, "HYBRIDPREF_BENCH_DB": scratch}
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=300
@@ -287,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             if remaining < 10:
                 bench_rows, bench_notes, error = [], [], "skipped: the run's time budget is spent"
             else:
+                _checkpoint(url)
                 bench_rows, bench_notes, error = _run_child(bench, env, min(bench.timeout_s, remaining))
             if error:
                 bench_rows = [Row(f"{bench.name} benchmark", "runs", error, False)]
@@ -298,16 +330,18 @@ def main(argv: list[str] | None = None) -> int:
 
     table = _table(rows)
     machine = _machine()
-    versions = _versions(server_version)
+    versions = _versions(server.pop("version"))
     meta = {
         "Date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "Commit": _git_commit(),
         "Total time": f"{time.monotonic() - started:.0f} s",
+        # Other work on the machine slows the figures: a quiet machine reads about 0.0 here.
+        "Load average (1 min) before the run": f"{load_before:.2f}",
     }
     print()
     print(table)
     print()
-    for title, facts in (("Machine", machine), ("Versions", versions), ("Run", meta)):
+    for title, facts in (("Machine", machine), ("Versions", versions), ("PostgreSQL settings", server), ("Run", meta)):
         print(_facts(title, facts).replace("**", ""))
     for note in notes:
         print(f"note: {note}")
@@ -315,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(docs/benchmarks.md not written)")
     else:
         DOCS.parent.mkdir(exist_ok=True)
-        DOCS.write_text(_document(table, machine, versions, meta))
+        DOCS.write_text(_document(table, machine, versions, server, meta))
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
     return 1 if any(r.passed is False for r in rows) else 0
 

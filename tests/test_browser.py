@@ -46,7 +46,8 @@ def test_a_manager_logs_in_and_browses_the_demo_project(live_server: Any, browse
     browser.find_element(By.LINK_TEXT, "PandaLM demo (999 real pairs)").click()
     assert "999 items" in browser.find_element(By.ID, "items").text
 
-    # pandalm-99 and pandalm-990..998. Typing in the search box swaps the table in place through htmx, without a page load.
+    # pandalm-99 and pandalm-990..998. Typing in the search box swaps the table in place through htmx,
+    # without a page load.
     marker = browser.execute_script("window.__stay = 1; return window.__stay;")
     browser.find_element(By.NAME, "q").send_keys("pandalm-99")
     WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "items"), "10 items"))

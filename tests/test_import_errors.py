@@ -446,6 +446,19 @@ def test_nul_characters_and_nan_numbers_are_named_instead_of_failing_in_the_data
     assert_nothing_written(before)
 
 
+def test_an_unpaired_surrogate_escape_is_a_row_error_not_a_crash(project, write_jsonl, before):
+    rows = [
+        native(1),
+        '{"id": "item-2", "prompt": "p", "responses": [{"text": "broken \\ud800 escape"}, {"text": "b"}]}',
+    ]
+
+    error = failing(project, write_jsonl(rows))
+
+    assert len(error.errors) == 1
+    assert error.errors[0].startswith("line 2: responses.0.text: contains an unpaired surrogate")
+    assert_nothing_written(before)
+
+
 @pytest.mark.parametrize("writer", ["copy", "orm"])
 def test_values_longer_than_their_database_column_are_named_instead_of_failing_in_the_database(
     project, write_jsonl, before, writer

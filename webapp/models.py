@@ -148,7 +148,8 @@ class Item(models.Model):
             _in("route", ("unrouted", "human", "ai"), "item_route_valid"),
             _in("status", ("pending", "in_progress", "complete", "skipped"), "item_status_valid"),
         ]
-        indexes = [models.Index(fields=["project", "route", "status"], name="item_queue_idx")]
+        # The annotation queue's index: ends with id so that a claim reads the first pending items in order.
+        indexes = [models.Index(fields=["project", "route", "status", "id"], name="item_queue_idx")]
 
     def __str__(self) -> str:
         return f"{self.project_id}:{self.external_id}"

@@ -27,13 +27,25 @@ def role_in_project(user: Any, project: Project) -> str | None:
 
 def project_for_user(user: Any, slug: str) -> tuple[Project, str]:
     """The project and the user's role in it: 404 for no such project, 403 for a non-member (as the spec asks)."""
+    project, role, _ = project_membership(user, slug)
+    return project, role
+
+
+def project_membership(user: Any, slug: str) -> tuple[Project, str, Membership | None]:
+    """project_for_user, with the user's membership (None for a site admin who is not a member).
+
+    One query for a member: the membership and its project together.
+    """
+    membership = Membership.objects.select_related("project").filter(project__slug=slug, user_id=user.pk).first()
+    if membership is not None:
+        role = Membership.MANAGER if getattr(user, "is_superuser", False) else membership.role
+        return membership.project, role, membership
     project = Project.objects.filter(slug=slug).first()
     if project is None:
         raise Http404("No such project")
-    role = role_in_project(user, project)
-    if role is None:
+    if not getattr(user, "is_superuser", False):
         raise PermissionDenied("You are not a member of this project.")
-    return project, role
+    return project, Membership.MANAGER, None
 
 
 def project_items(project: Project, query: str = "", route: str = "") -> QuerySet[Item]:
@@ -58,14 +70,29 @@ def item_for_project(project: Project, item_id: int) -> Item:
     return item
 
 
-def annotator_progress(project: Project, user: Any) -> dict[str, int | None]:
-    """done / quota for the annotator in the project (quota: the membership's, else what the queue holds)."""
-    from webapp.services.queue import queue_items  # selectors stay importable without the queue's deps
+class Unknown:
+    """Not looked up yet."""
+
+
+UNKNOWN = Unknown()
+
+
+def annotator_progress(
+    project: Project, user: Any, membership: Membership | Unknown | None = UNKNOWN
+) -> dict[str, int | None]:
+    """done / quota for the annotator in the project (quota: the membership's, else what the queue holds).
+
+    `membership`: the user's in the project (None: not a member), where the caller has it already.
+    """
+    from webapp.services.queue import queue_size  # selectors stay importable without the queue's deps
 
     done = Assignment.objects.filter(item__project=project, annotator=user, status=Assignment.SUBMITTED).count()
-    quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
+    if isinstance(membership, Unknown):
+        quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
+    else:
+        quota = membership.quota if membership is not None else None
     if quota is None:
-        quota = queue_items(project).count()
+        quota = queue_size(project)
     return {"done": done, "quota": quota}
 
 

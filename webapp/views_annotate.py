@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from webapp import scheme as sch
 from webapp import selectors
 from webapp.annotation_form import form_values, parse_form
-from webapp.models import Assignment, Project
+from webapp.models import Assignment, Membership, Project
 from webapp.services.annotations import AssignmentClosed, LeaseLost, edit_annotation, skip_assignment, submit_annotation
 from webapp.services.queue import QueueClosed, claim_next
 from webapp.views import HtmxHttpRequest
@@ -49,13 +49,14 @@ def workspace_context(
     errors: dict[str, str] | None = None,
     notice: str = "",
     action: str = "",
+    membership: Membership | selectors.Unknown | None = selectors.UNKNOWN,
 ) -> dict[str, Any]:
     scheme = project.scheme()
     context: dict[str, Any] = {
         "project": project,
         "scheme": scheme,
         "assignment": assignment,
-        "progress": selectors.annotator_progress(project, user),
+        "progress": selectors.annotator_progress(project, user, membership),
         "values": values or {},
         "errors": errors or {},
         "notice": notice,
@@ -102,18 +103,19 @@ def _errors(exc: sch.SchemeError) -> dict[str, str]:
     return out
 
 
-def _next(request: HtmxHttpRequest, project: Project, notice: str = "") -> HttpResponse:
+def _next(request: HtmxHttpRequest, project: Project, membership: Membership | None, notice: str = "") -> HttpResponse:
     try:
         assignment = claim_next(project, request.user)
     except QueueClosed as exc:
-        return _render(request, workspace_context(project, request.user, None, notice=str(exc)))
-    return _render(request, workspace_context(project, request.user, assignment, notice=notice))
+        context = workspace_context(project, request.user, None, notice=str(exc), membership=membership)
+        return _render(request, context)
+    return _render(request, workspace_context(project, request.user, assignment, notice=notice, membership=membership))
 
 
 @require_http_methods(["GET"])
 def annotate(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    project, _ = selectors.project_for_user(request.user, slug)
-    return _next(request, project)
+    project, _, membership = selectors.project_membership(request.user, slug)
+    return _next(request, project, membership)
 
 
 def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
@@ -129,7 +131,7 @@ def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
 
 @require_POST
 def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project, _ = selectors.project_for_user(request.user, slug)
+    project, _, membership = selectors.project_membership(request.user, slug)
     assignment = _assignment(project, request.user, assignment_id)
     data = parse_form(project.scheme(), request.POST, len(assignment.display_order))
     try:
@@ -145,12 +147,12 @@ def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> 
     if not request.htmx:
         messages.success(request, notice)
         return redirect("annotate", slug=project.slug)
-    return _next(request, project, notice)
+    return _next(request, project, membership, notice)
 
 
 @require_POST
 def annotate_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project, _ = selectors.project_for_user(request.user, slug)
+    project, _, membership = selectors.project_membership(request.user, slug)
     assignment = _assignment(project, request.user, assignment_id)
     try:
         skip_assignment(assignment.pk, request.user, request.POST.get("skip_reason", ""))
@@ -158,10 +160,10 @@ def annotate_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> Ht
         context = workspace_context(project, request.user, assignment, values=request.POST, errors=_errors(exc))
         return _render(request, context, status=200 if request.htmx else 422)
     except AssignmentClosed as exc:
-        return _next(request, project, str(exc))
+        return _next(request, project, membership, str(exc))
     if not request.htmx:
         return redirect("annotate", slug=project.slug)
-    return _next(request, project, "Skipped.")
+    return _next(request, project, membership, "Skipped.")
 
 
 @require_http_methods(["GET", "POST"])

@@ -76,8 +76,8 @@ class ItemRecord:
         """Stable digest of everything imported for the item (re-imports compare it).
 
         The long texts (prompt, conversation turns, responses) go in as UTF-8, each after its
-        length; the rest as canonical JSON. JSON-escaping the texts, as content_hash_v1 does, took
-        a third of an import's time.
+        length; the rest as canonical JSON. JSON-escaping the texts, as content_hash_v1 does, made
+        hashing 2.5 times slower (28 against 11 µs for an item of 5 KB).
         """
         turns = self.conversation or []
         rest = json.dumps(
@@ -533,7 +533,14 @@ COLUMN_LENGTHS = {"id": 255, "model": 200, "annotator": 255, "timestamp": 64, "j
 def _unstorable(value: Any) -> str | None:
     """Why PostgreSQL would refuse a value, if it would: text and jsonb hold no NUL, jsonb no NaN or Infinity."""
     if isinstance(value, str):
-        return "contains a NUL character (\\u0000), which cannot be stored" if "\x00" in value else None
+        if "\x00" in value:
+            return "contains a NUL character (\\u0000), which cannot be stored"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "contains an unpaired surrogate (a broken \\ud800-\\udfff escape), which is not text"
+        return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value} is not a number JSON can hold"
     if isinstance(value, dict):

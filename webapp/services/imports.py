@@ -7,7 +7,6 @@ and content hash); `update=True` rewrites changed ones.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -21,7 +20,6 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from webapp.importing.formats import FORMATS, ItemRecord, RowProblems, check_record, parser_for
 from webapp.importing.readers import FileTypeError, ReadError, detect_file_type, read_rows
@@ -32,10 +30,8 @@ log = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 50
 IMPORTED_ORDER = "combined"
 IMPORTED_PROMPT_VERSION = "imported"
-# After an import that wrote at least this many items, ANALYZE the item table (PostgreSQL): until autovacuum
-# gets to it, the planner lacks statistics on the new items and finds them by external id with a scan of
-# the whole project (a re-import of 100,000 items took 3 s longer).
-ANALYZE_AFTER_ITEMS = 10_000
+# A re-import into a project with at least this many items first checks the planner's statistics on them.
+STATISTICS_MIN_ITEMS = 10_000
 
 
 class ImportFailed(Exception):
@@ -125,6 +121,8 @@ def import_file(
         if connection.vendor == "postgresql":
             _prefer_lz4_compression()
         had_items = project.items.exists()
+        if had_items and connection.vendor == "postgresql":
+            _ensure_item_statistics(project)
         batch_size = settings.IMPORT_BATCH_SIZE
         for batch in _batched(records(), batch_size):
             if errors.total:
@@ -136,8 +134,6 @@ def import_file(
             transaction.set_rollback(True)
     if errors.total:
         raise ImportFailed(errors.messages, errors.total)
-    if connection.vendor == "postgresql" and result.created + result.updated >= ANALYZE_AFTER_ITEMS:
-        _analyze_items()
     log.info(
         "imported %s into %s: %d created, %d updated, %d unchanged, %d changed but not updated",
         path.name,
@@ -159,17 +155,17 @@ def _batched(it: Iterable[tuple[str, ItemRecord]], size: int) -> Iterator[list[t
 def _write_batch(
     project: Project, batch: list[ItemRecord], had_items: bool, update: bool, use_copy: bool, result: ImportResult
 ) -> None:
-    hashes = {r.external_id: r.content_hash() for r in batch}
     existing: dict[str, tuple[int, str]] = {}
     if had_items:
         existing = {
             ext: (pk, h)
-            for pk, ext, h in Item.objects.filter(project=project, external_id__in=list(hashes)).values_list(
-                "id", "external_id", "content_hash"
-            )
+            for pk, ext, h in Item.objects.filter(
+                project=project, external_id__in=[r.external_id for r in batch]
+            ).values_list("id", "external_id", "content_hash")
         }
     new = [r for r in batch if r.external_id not in existing]
     known = [r for r in batch if r.external_id in existing]
+    hashes = {r.external_id: r.content_hash() for r in known}  # and the new items' below
     # Items imported before content_hash v2 carry the v1 digest: compare with that too.
     changed = [
         r
@@ -179,8 +175,18 @@ def _write_batch(
     result.unchanged += len(known) - len(changed)
     if new:
         now = timezone.now()
-        ids = _insert_items(project, new, hashes, now, use_copy)
-        _insert_children(list(zip(ids, new, strict=True)), now, use_copy)
+        if use_copy:
+            # Responses first (foreign keys are checked at commit), hashing the items while they stream:
+            # PostgreSQL stores the responses on one core while this process hashes on the other.
+            pairs = list(zip(_next_item_ids(len(new)), new, strict=True))
+            _insert_children(pairs, now, use_copy, hash_into=hashes)
+            _copy_items(project, pairs, hashes, now)
+        else:
+            hashes.update((r.external_id, r.content_hash()) for r in new)
+            objs = Item.objects.bulk_create(
+                [Item(**_item_values(project, r, hashes[r.external_id])) for r in new], batch_size=500
+            )
+            _insert_children([(o.pk, r) for o, r in zip(objs, new, strict=True)], now, use_copy)
         result.created += len(new)
     if changed and not update:
         result.changed_not_updated.extend(r.external_id for r in changed)
@@ -200,36 +206,30 @@ def _item_values(project: Project, record: ItemRecord, content_hash: str) -> dic
     }
 
 
-def _insert_items(
-    project: Project, records: list[ItemRecord], hashes: dict[str, str], now: datetime, use_copy: bool
-) -> list[int]:
-    if not use_copy:
-        objs = Item.objects.bulk_create(
-            [Item(**_item_values(project, r, hashes[r.external_id])) for r in records], batch_size=500
-        )
-        return [o.pk for o in objs]
+def _next_item_ids(n: int) -> list[int]:
+    """Take item ids up front (PostgreSQL), so that responses can be copied in without a lookup."""
     with connection.cursor() as cursor:
-        # Take the ids up front so that responses can be copied in right after, without a lookup.
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [Item._meta.db_table, len(records)],
+            [Item._meta.db_table, n],
         )
-        ids = [row[0] for row in cursor.fetchall()]
-    columns = {
-        **{"id": "int8", "project_id": "int8", "external_id": "text", "prompt": "text", "conversation": "jsonb"},
-        **{"metadata": "jsonb", "features": "jsonb", "route": "text", "route_reason": "text", "status": "text"},
-        **{"content_hash": "text", "created_at": "timestamptz", "updated_at": "timestamptz"},
-    }
-    no_features = Jsonb({})
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _copy_items(project: Project, pairs: list[tuple[int, ItemRecord]], hashes: dict[str, str], now: datetime) -> None:
+    columns = [
+        *("id", "project_id", "external_id", "prompt", "conversation", "metadata", "features"),
+        *("route", "route_reason", "status", "content_hash", "created_at", "updated_at"),
+    ]
     rows = (
         (
             pk,
             project.pk,
             r.external_id,
             r.prompt,
-            None if r.conversation is None else Jsonb(r.conversation),
-            Jsonb(r.metadata, dumps=_dumps_metadata),
-            no_features,
+            None if r.conversation is None else json.dumps(r.conversation),
+            json.dumps(r.metadata, default=str),
+            "{}",
             Item.UNROUTED,
             "",
             Item.PENDING,
@@ -237,26 +237,17 @@ def _insert_items(
             now,
             now,
         )
-        for pk, r in zip(ids, records, strict=True)
+        for pk, r in pairs
     )
     _copy(Item._meta.db_table, columns, rows)
-    return ids
 
 
-_dumps_metadata = functools.partial(json.dumps, default=str)
-
-
-def _copy(table: str, columns: dict[str, str], rows: Iterable[tuple[Any, ...]]) -> None:
-    """PostgreSQL binary COPY of `rows` into `columns` ({name: PostgreSQL type}).
-
-    Several times faster than INSERT for bulk imports; the binary format saves both sides the
-    text escaping and parsing of text COPY (about 30 % of the import's time).
-    """
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+def _copy(table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL COPY: several times faster than INSERT for bulk imports."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        copy.set_types(list(columns.values()))
         for row in rows:
             copy.write_row(row)
 
@@ -264,9 +255,10 @@ def _copy(table: str, columns: dict[str, str], rows: Iterable[tuple[Any, ...]]) 
 def _prefer_lz4_compression() -> None:
     """Compress long values (responses of a few KB) with lz4 instead of pglz, for this transaction.
 
-    PostgreSQL compresses a value that makes its row longer than about 2 KB; pglz spent more time on it
-    than the rest of the server's work in an import. lz4 (PostgreSQL 14+, where the server is built
-    with it; otherwise nothing changes) is several times faster; reading is the same either way.
+    PostgreSQL compresses a value that makes its row longer than about 2 KB. With pglz, the default,
+    that took a quarter of the server's time in an import of 100,000 pairwise items (1.7 of 6.5 s).
+    lz4 (PostgreSQL 14+, where the server is built with it; otherwise nothing changes) is several
+    times faster; reading is the same either way.
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -275,13 +267,36 @@ def _prefer_lz4_compression() -> None:
         )
 
 
-def _analyze_items() -> None:
-    """ANALYZE the item table after a bulk load, as PostgreSQL advises; a failure only costs speed later."""
+def _ensure_item_statistics(project: Project) -> None:
+    """ANALYZE the items' project and external id columns where the planner's estimate of the project is far off.
+
+    Until autovacuum gets to a bulk import, PostgreSQL has no statistics on it, takes a project of
+    100,000 items for a few hundred, and looks each batch up by scanning the whole project: a
+    re-import of 100,000 items took about 2 s longer. A failure here only costs that time.
+    """
+    items = Item.objects.filter(project=project)
+    count = items.count()
+    if count < STATISTICS_MIN_ITEMS:
+        return
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(Item._meta.db_table)}")
+        with transaction.atomic():
+            estimate = json.loads(items.explain(format="json"))[0]["Plan"]["Plan Rows"]
+            if estimate < count / 10:
+                with connection.cursor() as cursor:
+                    table = connection.ops.quote_name(Item._meta.db_table)
+                    cursor.execute(f"ANALYZE {table} (project_id, external_id)")
     except DatabaseError:
-        log.warning("ANALYZE after an import failed", exc_info=True)
+        log.warning("could not check or update the statistics on items", exc_info=True)
+
+
+def _response_rows(
+    pairs: list[tuple[int, ItemRecord]], hash_into: dict[str, str] | None
+) -> Iterator[tuple[int, int, str, str]]:
+    for pk, record in pairs:
+        if hash_into is not None:
+            hash_into[record.external_id] = record.content_hash()
+        for position, response in enumerate(record.responses):
+            yield pk, position, response.model, response.text
 
 
 def _judges_by_name(names: set[str]) -> dict[str, Judge]:
@@ -292,12 +307,15 @@ def _judges_by_name(names: set[str]) -> dict[str, Judge]:
     return judges
 
 
-def _insert_children(pairs: list[tuple[int, ItemRecord]], now: datetime, use_copy: bool) -> None:
+def _insert_children(
+    pairs: list[tuple[int, ItemRecord]], now: datetime, use_copy: bool, *, hash_into: dict[str, str] | None = None
+) -> None:
+    """Insert the items' responses and imported labels; with `hash_into`, hash each item on the way."""
     if use_copy:
         _copy(
             Response._meta.db_table,
-            {"item_id": "int8", "position": "int2", "model_name": "text", "text": "text"},
-            ((pk, pos, resp.model, resp.text) for pk, r in pairs for pos, resp in enumerate(r.responses)),
+            ["item_id", "position", "model_name", "text"],
+            _response_rows(pairs, hash_into),
         )
     else:
         Response.objects.bulk_create(
