@@ -166,12 +166,7 @@ def _write_batch(
     new = [r for r in batch if r.external_id not in existing]
     known = [r for r in batch if r.external_id in existing]
     hashes = {r.external_id: r.content_hash() for r in known}  # and the new items' below
-    # Items imported before content_hash v2 carry the v1 digest: compare with that too.
-    changed = [
-        r
-        for r in known
-        if existing[r.external_id][1] != hashes[r.external_id] and existing[r.external_id][1] != r.content_hash_v1()
-    ]
+    changed = [r for r in known if existing[r.external_id][1] != hashes[r.external_id]]
     result.unchanged += len(known) - len(changed)
     if new:
         now = timezone.now()
