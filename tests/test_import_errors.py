@@ -909,7 +909,7 @@ def test_update_refuses_to_change_responses_that_a_platform_annotator_labelled(p
 
     error = failing(project, write_jsonl(rows, name="update.jsonl"), update=True)
 
-    assert error.errors == ["id 'item-old-2': responses changed, but the item already has annotations or judgments"]
+    assert error.errors == ["line 3: responses: changed, but item 'item-old-2' already has annotations or judgments"]
     assert error.total == 1
     assert_nothing_written(state)
     assert list(item.responses.values_list("text", flat=True)) == ["First answer to old-2.", "Second answer to old-2."]
@@ -924,7 +924,7 @@ def test_update_refuses_to_change_responses_that_a_platform_judge_judged(project
 
     error = failing(project, write_jsonl([changed], name="update.jsonl"), update=True)
 
-    assert error.errors == ["id 'item-old-1': responses changed, but the item already has annotations or judgments"]
+    assert error.errors == ["line 1: responses: changed, but item 'item-old-1' already has annotations or judgments"]
     assert_nothing_written(state)
 
 

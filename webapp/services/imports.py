@@ -127,7 +127,7 @@ def import_file(
         for batch in _batched(records(), batch_size):
             if errors.total:
                 continue  # keep reading to report every bad row, but write nothing more
-            _write_batch(project, [r for _, r in batch], had_items, update, use_copy, result)
+            _write_batch(project, [r for _, r in batch], had_items, update, use_copy, result, seen)
         if not seen and not errors.total:
             errors.add("file", "", "the file holds no items")
         if errors.total:
@@ -153,7 +153,13 @@ def _batched(it: Iterable[tuple[str, ItemRecord]], size: int) -> Iterator[list[t
 
 
 def _write_batch(
-    project: Project, batch: list[ItemRecord], had_items: bool, update: bool, use_copy: bool, result: ImportResult
+    project: Project,
+    batch: list[ItemRecord],
+    had_items: bool,
+    update: bool,
+    use_copy: bool,
+    result: ImportResult,
+    where_of: dict[str, str],
 ) -> None:
     existing: dict[str, tuple[int, str]] = {}
     if had_items:
@@ -186,7 +192,7 @@ def _write_batch(
     if changed and not update:
         result.changed_not_updated.extend(r.external_id for r in changed)
     elif changed:
-        _update_items(project, [(existing[r.external_id][0], r) for r in changed], hashes, use_copy)
+        _update_items(project, [(existing[r.external_id][0], r) for r in changed], hashes, use_copy, where_of)
         result.updated += len(changed)
 
 
@@ -369,7 +375,11 @@ def _insert_children(
 
 
 def _update_items(
-    project: Project, pairs: list[tuple[int, ItemRecord]], hashes: dict[str, str], use_copy: bool
+    project: Project,
+    pairs: list[tuple[int, ItemRecord]],
+    hashes: dict[str, str],
+    use_copy: bool,
+    where_of: dict[str, str],
 ) -> None:
     """Rewrite changed items: content, responses, and what the dataset itself brought (imported labels)."""
     ids = [pk for pk, _ in pairs]
@@ -393,9 +403,10 @@ def _update_items(
     ]
     if clashes:
         raise ImportFailed(
-            [f"id {ext!r}: responses changed, but the item already has annotations or judgments" for ext in clashes][
-                :MAX_REPORTED_ERRORS
-            ],
+            [
+                f"{where_of[ext]}: responses: changed, but item {ext!r} already has annotations or judgments"
+                for ext in clashes
+            ][:MAX_REPORTED_ERRORS],
             len(clashes),
         )
     now = timezone.now()
