@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from webapp.models import Membership, Project
@@ -52,3 +55,18 @@ def annotator(project: Project) -> Any:
     user = UserFactory(username="annotator1")
     MembershipFactory(project=project, user=user, role=Membership.ANNOTATOR)
     return user
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, through chromedriver (make test installs both; nothing is downloaded)."""
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1280,1400")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
