@@ -121,7 +121,8 @@ class Item(models.Model):
     PENDING, IN_PROGRESS, COMPLETE, SKIPPED = "pending", "in_progress", "complete", "skipped"
     STATUSES = (PENDING, IN_PROGRESS, COMPLETE, SKIPPED)
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    # No index of its own: the (project, external_id) unique index serves lookups by project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items", db_index=False)
     external_id = models.CharField(max_length=255)
     prompt = models.TextField(blank=True)
     # Multi-turn context: [{"role": "user"|"assistant"|"system", "content": "..."}]; the responses
@@ -156,7 +157,8 @@ class Item(models.Model):
 
 
 class Response(models.Model):
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="responses")
+    # No index of its own: the (item, position) unique index serves lookups by item.
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="responses", db_index=False)
     position = models.PositiveSmallIntegerField(help_text="Canonical position: 0 is A, 1 is B, ...")
     model_name = models.CharField(max_length=200, blank=True)
     text = models.TextField()
