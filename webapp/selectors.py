@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
@@ -27,25 +29,35 @@ def role_in_project(user: Any, project: Project) -> str | None:
 
 def project_for_user(user: Any, slug: str) -> tuple[Project, str]:
     """The project and the user's role in it: 404 for no such project, 403 for a non-member (as the spec asks)."""
-    project, role, _ = project_membership(user, slug)
-    return project, role
+    access = project_access(user, slug)
+    return access.project, access.role
 
 
-def project_membership(user: Any, slug: str) -> tuple[Project, str, Membership | None]:
-    """project_for_user, with the user's membership (None for a site admin who is not a member).
+@dataclass(frozen=True)
+class Access:
+    """What project_access finds: the project, the user's role in it and the membership's quota."""
 
-    One query for a member: the membership and its project together.
-    """
-    membership = Membership.objects.select_related("project").filter(project__slug=slug, user_id=user.pk).first()
-    if membership is not None:
-        role = Membership.MANAGER if getattr(user, "is_superuser", False) else membership.role
-        return membership.project, role, membership
-    project = Project.objects.filter(slug=slug).first()
+    project: Project
+    role: str
+    quota: int | None  # the membership's (None: no quota set, or no membership)
+
+
+def project_access(user: Any, slug: str) -> Access:
+    """project_for_user's answer, with the membership's quota: the project and the membership in one query."""
+    project_table, membership_table = (connection.ops.quote_name(m._meta.db_table) for m in (Project, Membership))
+    sql = (
+        f"SELECT p.*, m.id AS member_id, m.role AS member_role, m.quota AS member_quota FROM {project_table} p"  # noqa: S608
+        f" LEFT JOIN {membership_table} m ON m.project_id = p.id AND m.user_id = %s WHERE p.slug = %s"
+    )
+    project = next(iter(Project.objects.raw(sql, [user.pk, slug])), None)
     if project is None:
         raise Http404("No such project")
-    if not getattr(user, "is_superuser", False):
+    quota: int | None = getattr(project, "member_quota", None)
+    if getattr(user, "is_superuser", False):
+        return Access(project, Membership.MANAGER, quota)
+    if getattr(project, "member_id", None) is None:
         raise PermissionDenied("You are not a member of this project.")
-    return project, Membership.MANAGER, None
+    return Access(project, project.member_role, quota)  # type: ignore[attr-defined]
 
 
 def project_items(project: Project, query: str = "", route: str = "") -> QuerySet[Item]:
@@ -77,20 +89,23 @@ class Unknown:
 UNKNOWN = Unknown()
 
 
-def annotator_progress(
-    project: Project, user: Any, membership: Membership | Unknown | None = UNKNOWN
-) -> dict[str, int | None]:
+def annotator_progress(project: Project, user: Any, quota: int | Unknown | None = UNKNOWN) -> dict[str, int | None]:
     """done / quota for the annotator in the project (quota: the membership's, else what the queue holds).
 
-    `membership`: the user's in the project (None: not a member), where the caller has it already.
+    `quota`: the membership's, where the caller has it already (see project_access).
     """
     from webapp.services.queue import queue_size  # selectors stay importable without the queue's deps
 
-    done = Assignment.objects.filter(item__project=project, annotator=user, status=Assignment.SUBMITTED).count()
-    if isinstance(membership, Unknown):
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id"  # noqa: S608
+            " WHERE a.annotator_id = %s AND a.status = %s AND i.project_id = %s",
+            [user.pk, Assignment.SUBMITTED, project.pk],
+        )
+        done = cursor.fetchone()[0]
+    if isinstance(quota, Unknown):
         quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
-    else:
-        quota = membership.quota if membership is not None else None
     if quota is None:
         quota = queue_size(project)
     return {"done": done, "quota": quota}

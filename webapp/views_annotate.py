@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from webapp import scheme as sch
 from webapp import selectors
 from webapp.annotation_form import form_values, parse_form
-from webapp.models import Assignment, Membership, Project
+from webapp.models import Assignment, Item, Project, Response
 from webapp.services.annotations import AssignmentClosed, LeaseLost, edit_annotation, skip_assignment, submit_annotation
 from webapp.services.queue import QueueClosed, claim_next
 from webapp.views import HtmxHttpRequest
@@ -49,14 +50,14 @@ def workspace_context(
     errors: dict[str, str] | None = None,
     notice: str = "",
     action: str = "",
-    membership: Membership | selectors.Unknown | None = selectors.UNKNOWN,
+    quota: int | selectors.Unknown | None = selectors.UNKNOWN,
 ) -> dict[str, Any]:
     scheme = project.scheme()
     context: dict[str, Any] = {
         "project": project,
         "scheme": scheme,
         "assignment": assignment,
-        "progress": selectors.annotator_progress(project, user, membership),
+        "progress": selectors.annotator_progress(project, user, quota),
         "values": values or {},
         "errors": errors or {},
         "notice": notice,
@@ -66,8 +67,13 @@ def workspace_context(
     }
     if assignment is None:
         return context
-    item = assignment.item
-    by_position = {r.position: r for r in item.responses.all()}
+    if Assignment.item.is_cached(assignment):
+        item = assignment.item
+        responses = list(item.responses.all())
+    else:  # the item with its responses, in one query
+        responses = list(Response.objects.filter(item_id=assignment.item_id).select_related("item"))
+        item = responses[0].item if responses else assignment.item
+    by_position = {r.position: r for r in responses}
     shown = [by_position[i] for i in assignment.display_order]
     context.update(
         item=item,
@@ -103,27 +109,29 @@ def _errors(exc: sch.SchemeError) -> dict[str, str]:
     return out
 
 
-def _next(request: HtmxHttpRequest, project: Project, membership: Membership | None, notice: str = "") -> HttpResponse:
+def _next(request: HtmxHttpRequest, access: selectors.Access, notice: str = "") -> HttpResponse:
+    project = access.project
     try:
         assignment = claim_next(project, request.user)
     except QueueClosed as exc:
-        context = workspace_context(project, request.user, None, notice=str(exc), membership=membership)
+        context = workspace_context(project, request.user, None, notice=str(exc), quota=access.quota)
         return _render(request, context)
-    return _render(request, workspace_context(project, request.user, assignment, notice=notice, membership=membership))
+    return _render(request, workspace_context(project, request.user, assignment, notice=notice, quota=access.quota))
 
 
 @require_http_methods(["GET"])
 def annotate(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    project, _, membership = selectors.project_membership(request.user, slug)
-    return _next(request, project, membership)
+    return _next(request, selectors.project_access(request.user, slug))
 
 
 def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
-    assignment = (
-        Assignment.objects.select_related("item")
-        .filter(pk=assignment_id, item__project=project, annotator=user)
-        .first()
+    """The user's assignment in the project, or 403."""
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    sql = (
+        f"SELECT a.* FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id"  # noqa: S608
+        " WHERE a.id = %s AND a.annotator_id = %s AND i.project_id = %s"
     )
+    assignment = next(iter(Assignment.objects.raw(sql, [assignment_id, user.pk, project.pk])), None)
     if assignment is None:
         raise PermissionDenied("This is not your assignment.")
     return assignment
@@ -131,7 +139,8 @@ def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
 
 @require_POST
 def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project, _, membership = selectors.project_membership(request.user, slug)
+    access = selectors.project_access(request.user, slug)
+    project = access.project
     assignment = _assignment(project, request.user, assignment_id)
     data = parse_form(project.scheme(), request.POST, len(assignment.display_order))
     try:
@@ -147,12 +156,13 @@ def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> 
     if not request.htmx:
         messages.success(request, notice)
         return redirect("annotate", slug=project.slug)
-    return _next(request, project, membership, notice)
+    return _next(request, access, notice)
 
 
 @require_POST
 def annotate_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project, _, membership = selectors.project_membership(request.user, slug)
+    access = selectors.project_access(request.user, slug)
+    project = access.project
     assignment = _assignment(project, request.user, assignment_id)
     try:
         skip_assignment(assignment.pk, request.user, request.POST.get("skip_reason", ""))
@@ -160,10 +170,10 @@ def annotate_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> Ht
         context = workspace_context(project, request.user, assignment, values=request.POST, errors=_errors(exc))
         return _render(request, context, status=200 if request.htmx else 422)
     except AssignmentClosed as exc:
-        return _next(request, project, membership, str(exc))
+        return _next(request, access, str(exc))
     if not request.htmx:
         return redirect("annotate", slug=project.slug)
-    return _next(request, project, membership, "Skipped.")
+    return _next(request, access, "Skipped.")
 
 
 @require_http_methods(["GET", "POST"])

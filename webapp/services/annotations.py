@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import scheme as sch
@@ -21,17 +21,33 @@ class AssignmentClosed(Exception):
     """The assignment was skipped or expired: nothing can be submitted on it."""
 
 
-def _locked_assignment(assignment_id: int, user: Any, *, lock_item: bool = False) -> Assignment:
-    """Lock the assignment row (and, for a submit, its item row; never the project's)."""
+def _locked_assignment(assignment_id: int, user: Any) -> Assignment:
+    """Lock the assignment row (never the project's)."""
     assignment = (
         Assignment.objects.select_for_update(of=("self",)).select_related("item__project").get(pk=assignment_id)
     )
     if assignment.annotator_id != user.pk:
         raise PermissionDenied("This is not your assignment.")
-    if lock_item:
-        # Submits on one item queue here, so its slot count and "complete" status stay exact;
-        # submits on other items of the project go on in parallel.
-        Item.objects.select_for_update().filter(pk=assignment.item_id).values_list("pk", flat=True).get()
+    return assignment
+
+
+def _locked_for_submit(assignment_id: int, user: Any) -> Assignment:
+    """Lock the assignment row and its item row (never the project's), in one statement.
+
+    Submits on one item queue here, so its slot count and "complete" status stay exact; submits on other
+    items of the project go on in parallel. The assignment comes with its item's `item_status` and
+    `item_project_id`, read with the lock held.
+    """
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    sql = (
+        f"SELECT a.*, i.status AS item_status, i.project_id AS item_project_id FROM {assignment_table} a"  # noqa: S608
+        f" JOIN {item_table} i ON i.id = a.item_id WHERE a.id = %s FOR UPDATE OF a, i"
+    )
+    assignment = next(iter(Assignment.objects.raw(sql, [assignment_id])), None)
+    if assignment is None:
+        raise Assignment.DoesNotExist(f"No assignment {assignment_id}")
+    if assignment.annotator_id != user.pk:
+        raise PermissionDenied("This is not your assignment.")
     return assignment
 
 
@@ -44,13 +60,12 @@ def submit_annotation(
     Raises SchemeError (fields to fix), LeaseLost, AssignmentClosed or PermissionDenied.
     """
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, user, lock_item=True)
+        assignment = _locked_for_submit(assignment_id, user)
         if assignment.status == Assignment.SUBMITTED:
             return HumanAnnotation.objects.get(assignment=assignment), False
         if assignment.status != Assignment.LEASED:
             raise AssignmentClosed(f"This item was {assignment.status}; it cannot be submitted.")
-        item = assignment.item
-        project = item.project
+        project = Project.objects.get(pk=assignment.item_project_id)  # type: ignore[attr-defined]
         if project.state == Project.CLOSED:
             raise AssignmentClosed("This project is closed.")
         n = len(assignment.display_order)
@@ -61,11 +76,15 @@ def submit_annotation(
             )
         canonical = sch.to_canonical(payload, assignment.display_order)
         annotation = HumanAnnotation.objects.create(
-            item=item, annotator=user, assignment=assignment, tier=assignment.tier, **_fields(canonical)
+            item_id=assignment.item_id,
+            annotator=user,
+            assignment=assignment,
+            tier=assignment.tier,
+            **_fields(canonical),
         )
         assignment.status = Assignment.SUBMITTED
         assignment.save(update_fields=["status", "updated_at"])
-        _update_item_status(item, project)
+        _update_item_status(assignment.item_id, assignment.item_status, project)  # type: ignore[attr-defined]
     return annotation, True
 
 
@@ -83,14 +102,22 @@ def _fields(payload: sch.AnnotationPayload) -> dict[str, Any]:
     }
 
 
-def _update_item_status(item: Item, project: Project) -> None:
-    done = True
+def _update_item_status(item_id: int, status: str, project: Project) -> None:
+    """Mark the item complete once every tier has its annotations (`status`: the item's, read under its lock)."""
+    table = connection.ops.quote_name(Assignment._meta.db_table)
     for tier in ("normal", "expert"):
         needed = overlap_for(project, tier)
-        if needed and item.assignments.filter(tier=tier, status=Assignment.SUBMITTED).count() < needed:
-            done = False
-    if done and item.status != Item.COMPLETE:
-        Item.objects.filter(pk=item.pk).update(status=Item.COMPLETE)
+        if not needed:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE item_id = %s AND tier = %s AND status = %s",  # noqa: S608
+                [item_id, tier, Assignment.SUBMITTED],
+            )
+            if cursor.fetchone()[0] < needed:
+                return
+    if status != Item.COMPLETE:
+        Item.objects.filter(pk=item_id).update(status=Item.COMPLETE)
 
 
 def skip_assignment(assignment_id: int, user: Any, reason: str) -> Assignment:

@@ -18,6 +18,7 @@ slot again (the project's overlap raised since) is still handed out, after the o
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from datetime import timedelta
@@ -63,8 +64,12 @@ def live_slots(now: Any) -> Q:
 
 def queue_routes(project: Project) -> tuple[str, ...]:
     """The routes of the items in the human queue: human once any item is routed to humans, else all but AI."""
-    if project.items.filter(route=Item.HUMAN).exists():
-        return (Item.HUMAN,)
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        sql = f"SELECT 1 FROM {table} WHERE project_id = %s AND route = %s LIMIT 1"  # noqa: S608
+        cursor.execute(sql, [project.pk, Item.HUMAN])
+        if cursor.fetchone() is not None:
+            return (Item.HUMAN,)
     return (Item.UNROUTED, Item.HUMAN)
 
 
@@ -94,9 +99,25 @@ def queue_size(project: Project) -> int:
     return size
 
 
+def _table(model: Any) -> str:
+    return str(connection.ops.quote_name(model._meta.db_table))
+
+
 def _profile(user: Any) -> AnnotatorProfile:
-    profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
+    sql = f"SELECT * FROM {_table(AnnotatorProfile)} WHERE user_id = %s"  # noqa: S608
+    profile = next(iter(AnnotatorProfile.objects.raw(sql, [user.pk])), None)
+    if profile is None:
+        profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
     return profile
+
+
+def _my_lease(project: Project, user: Any) -> Assignment | None:
+    """The annotator's oldest leased assignment in the project, locked (with its item row)."""
+    sql = (
+        f"SELECT a.* FROM {_table(Assignment)} a JOIN {_table(Item)} i ON i.id = a.item_id"  # noqa: S608
+        " WHERE i.project_id = %s AND a.annotator_id = %s AND a.status = %s ORDER BY a.created_at LIMIT 1 FOR UPDATE"
+    )
+    return next(iter(Assignment.objects.raw(sql, [project.pk, user.pk, Assignment.LEASED])), None)
 
 
 def claim_next(project: Project, user: Any) -> Assignment | None:
@@ -109,69 +130,91 @@ def claim_next(project: Project, user: Any) -> Assignment | None:
     if overlap == 0:
         raise QueueClosed(f"This project needs no {tier} annotations.")
     now = timezone.now()
+    claim = _Claim(project, user, profile, overlap, now)
 
     with transaction.atomic():
-        mine = (
-            Assignment.objects.select_for_update()
-            .filter(item__project=project, annotator=user, status=Assignment.LEASED)
-            .order_by("created_at")
-            .first()
-        )
-        if mine is not None:
-            if mine.lease_expires_at > now or _free_slots(mine.item_id, tier, overlap, now, exclude=mine.pk) > 0:
-                mine.lease_expires_at = now + lease_duration()
-                mine.save(update_fields=["lease_expires_at", "updated_at"])
-                return mine
+        mine = _my_lease(project, user)
+        if mine is None:
+            # Nothing locked so far, so the first attempt can go on in this transaction.
+            done, assignment = claim.attempt()
+            if done:
+                return assignment
+        elif mine.lease_expires_at > now or _free_slots(mine.item_id, tier, overlap, now, exclude=mine.pk) > 0:
+            mine.lease_expires_at = now + lease_duration()
+            mine.save(update_fields=["lease_expires_at", "updated_at"])
+            return mine
+        else:
             mine.status = Assignment.EXPIRED
             mine.save(update_fields=["status", "updated_at"])
 
-    routes = queue_routes(project)
-    candidates = _open(queue_items(project, routes), user, tier, overlap, now)
-    by_domain = tier == AnnotatorProfile.EXPERT and bool(profile.domains)
-    if by_domain:
-        # Experts first get prompts from their own subjects, as MultiPref routed them.
-        domain_match = Q()
-        for key in ("subject", "subject_study", "category"):
-            domain_match |= Q(**{f"metadata__{key}__in": profile.domains})
-        candidates = candidates.alias(match=Exists(Item.objects.filter(pk=OuterRef("pk")).filter(domain_match)))
-        candidates = candidates.order_by(F("match").desc(), "taken", "id")
-    else:
-        # Items already started first, so that labelled items get complete sooner.
-        candidates = candidates.order_by(F("taken").desc(), "id")
-
     # A failed attempt means another claim filled an item meanwhile, so this ends; the bound is a safety net.
-    by_status = connection.vendor == "postgresql" and not by_domain
     for _ in range(_ATTEMPTS):
         with transaction.atomic():
-            # (item id, its status where known)
-            locked: list[tuple[int, str | None]] = (
-                _lock_by_status(project, routes, user, tier, overlap, now) if by_status else []
-            )
-            if not locked:
-                pks = candidates.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)
-                locked = [(pk, None) for pk in pks[:_CANDIDATES]]
-            if not locked:
-                # SKIP LOCKED also passes over items that other claims (or submits) hold for a moment:
-                # wait for one of those instead of answering "nothing left" while it still has free slots.
-                pks = candidates.select_for_update(of=("self",)).values_list("pk", flat=True)
-                locked = [(pk, None) for pk in pks[:1]]
-            if not locked:
-                return None
-            for item_id, status in locked:
-                free, n = _recount(item_id, tier, overlap, now)
-                if free <= 0:
-                    continue  # filled by a claim that committed after our snapshot
-                assignment = Assignment.objects.create(
-                    item_id=item_id,
-                    annotator=user,
-                    tier=tier,
-                    display_order=display_order(item_id, user.pk, n),
-                    lease_expires_at=now + lease_duration(),
-                )
-                if status in (None, Item.PENDING):  # the status read with the lock held is current
-                    Item.objects.filter(pk=item_id, status=Item.PENDING).update(status=Item.IN_PROGRESS)
+            done, assignment = claim.attempt()
+            if done:
                 return assignment
     return None
+
+
+class _Claim:
+    """The search for a new item: one attempt per transaction, tried again while claims race for the items."""
+
+    def __init__(self, project: Project, user: Any, profile: AnnotatorProfile, overlap: int, now: Any) -> None:
+        self.project, self.user, self.profile, self.overlap, self.now = project, user, profile, overlap, now
+        self.tier = profile.tier
+        self.by_domain = self.tier == AnnotatorProfile.EXPERT and bool(profile.domains)
+        self.by_status = connection.vendor == "postgresql" and not self.by_domain
+
+    @functools.cached_property
+    def routes(self) -> tuple[str, ...]:
+        return queue_routes(self.project)
+
+    @functools.cached_property
+    def candidates(self) -> QuerySet[Item]:
+        """Every item of the queue with a free slot for the annotator, in the order they are handed out."""
+        candidates = _open(queue_items(self.project, self.routes), self.user, self.tier, self.overlap, self.now)
+        if self.by_domain:
+            # Experts first get prompts from their own subjects, as MultiPref routed them.
+            domain_match = Q()
+            for key in ("subject", "subject_study", "category"):
+                domain_match |= Q(**{f"metadata__{key}__in": self.profile.domains})
+            candidates = candidates.alias(match=Exists(Item.objects.filter(pk=OuterRef("pk")).filter(domain_match)))
+            return candidates.order_by(F("match").desc(), F("taken").asc(), "id")
+        # Items already started first, so that labelled items get complete sooner.
+        return candidates.order_by(F("taken").desc(), "id")
+
+    def attempt(self) -> tuple[bool, Assignment | None]:
+        """In a transaction: (True, the new assignment or None for nothing left), or (False, None) to try again."""
+        tier, overlap, now = self.tier, self.overlap, self.now
+        # (item id, its status where known)
+        locked: list[tuple[int, str | None]] = []
+        if self.by_status:
+            locked = list(_lock_by_status(self.project, self.routes, self.user, tier, overlap, now))
+        if not locked:
+            pks = self.candidates.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)
+            locked = [(pk, None) for pk in pks[:_CANDIDATES]]
+        if not locked:
+            # SKIP LOCKED also passes over items that other claims (or submits) hold for a moment:
+            # wait for one of those instead of answering "nothing left" while it still has free slots.
+            pks = self.candidates.select_for_update(of=("self",)).values_list("pk", flat=True)
+            locked = [(pk, None) for pk in pks[:1]]
+        if not locked:
+            return True, None
+        for item_id, status in locked:
+            free, n = _recount(item_id, tier, overlap, now)
+            if free <= 0:
+                continue  # filled by a claim that committed after our snapshot
+            assignment = Assignment.objects.create(
+                item_id=item_id,
+                annotator=self.user,
+                tier=tier,
+                display_order=display_order(item_id, self.user.pk, n),
+                lease_expires_at=now + lease_duration(),
+            )
+            if status in (None, Item.PENDING):  # the status read with the lock held is current
+                Item.objects.filter(pk=item_id, status=Item.PENDING).update(status=Item.IN_PROGRESS)
+            return True, assignment
+        return False, None
 
 
 def _open(items: QuerySet[Item], user: Any, tier: str, overlap: int, now: Any) -> QuerySet[Item]:
