@@ -130,6 +130,10 @@ def import_file(
             _write_batch(project, [r for _, r in batch], had_items, update, use_copy, result, seen)
         if not seen and not errors.total:
             errors.add("file", "", "the file holds no items")
+        if not errors.total and result.created >= STATISTICS_MIN_ITEMS and connection.vendor == "postgresql":
+            # Until autovacuum comes round, the planner would not know this project's items are there,
+            # and the work queue's queries would scan them all.
+            _analyze_items()
         if errors.total:
             transaction.set_rollback(True)
     if errors.total:
@@ -283,11 +287,15 @@ def _ensure_item_statistics(project: Project) -> None:
         with transaction.atomic():
             estimate = json.loads(items.explain(format="json"))[0]["Plan"]["Plan Rows"]
             if estimate < count / 10:
-                with connection.cursor() as cursor:
-                    table = connection.ops.quote_name(Item._meta.db_table)
-                    cursor.execute(f"ANALYZE {table} (project_id, external_id)")
+                _analyze_items()
     except DatabaseError:
         log.warning("could not check or update the statistics on items", exc_info=True)
+
+
+def _analyze_items() -> None:
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(Item._meta.db_table)
+        cursor.execute(f"ANALYZE {table} (project_id, external_id, route, status)")
 
 
 def _response_rows(
