@@ -11,7 +11,6 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from webapp.models import Assignment, HumanAnnotation, Item, Membership, Project
-from webapp.services.queue import queue_size
 
 
 def projects_for_user(user: Any) -> QuerySet[Project]:
@@ -88,7 +87,16 @@ def annotator_progress(project: Project, user: Any, quota: int | Unknown | None 
 
     `quota`: the membership's, where the caller has it already (see project_access).
     """
-    done = Assignment.objects.filter(item__project=project, annotator_id=user.pk, status=Assignment.SUBMITTED).count()
+    from webapp.services.queue import queue_size  # selectors stay importable without the queue's deps
+
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id"  # noqa: S608
+            " WHERE a.annotator_id = %s AND a.status = %s AND i.project_id = %s",
+            [user.pk, Assignment.SUBMITTED, project.pk],
+        )
+        done = cursor.fetchone()[0]
     if isinstance(quota, Unknown):
         quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
     if quota is None:

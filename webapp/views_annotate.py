@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from webapp import scheme as sch
 from webapp import selectors
 from webapp.annotation_form import form_values, parse_form
-from webapp.models import Assignment, Project, Response
+from webapp.models import Assignment, Item, Project, Response
 from webapp.services.annotations import AssignmentClosed, LeaseLost, edit_annotation, skip_assignment, submit_annotation
 from webapp.services.queue import QueueClosed, claim_next
 from webapp.views import HtmxHttpRequest
@@ -125,7 +126,12 @@ def annotate(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
     """The user's assignment in the project, or 403."""
-    assignment = Assignment.objects.filter(pk=assignment_id, annotator=user, item__project=project).first()
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    sql = (
+        f"SELECT a.* FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id"  # noqa: S608
+        " WHERE a.id = %s AND a.annotator_id = %s AND i.project_id = %s"
+    )
+    assignment = next(iter(Assignment.objects.raw(sql, [assignment_id, user.pk, project.pk])), None)
     if assignment is None:
         raise PermissionDenied("This is not your assignment.")
     return assignment

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import scheme as sch
 from webapp.models import AnnotationRevision, Assignment, HumanAnnotation, Item, Project
-from webapp.services.queue import overlap_for, slot_still_free
+from webapp.services.queue import for_update, overlap_for, slot_still_free
 
 
 class LeaseLost(Exception):
@@ -35,10 +35,18 @@ def _locked_for_submit(assignment_id: int, user: Any) -> Assignment:
     """Lock the assignment row and its item row (never the project's), in one statement.
 
     Submits on one item queue here, so its slot count and "complete" status stay exact; submits on other
-    items of the project go on in parallel. The item's status comes with it, read with the lock held.
-    On SQLite (the embedded demo) the write transaction itself serializes submits.
+    items of the project go on in parallel. The assignment comes with its item's `item_status` and
+    `item_project_id`, read with the lock held.
     """
-    assignment = Assignment.objects.select_for_update(of=("self", "item")).select_related("item").get(pk=assignment_id)
+    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
+    lock = for_update("FOR UPDATE OF a, i")
+    sql = (
+        f"SELECT a.*, i.status AS item_status, i.project_id AS item_project_id FROM {assignment_table} a"  # noqa: S608
+        f" JOIN {item_table} i ON i.id = a.item_id WHERE a.id = %s{lock}"
+    )
+    assignment = next(iter(Assignment.objects.raw(sql, [assignment_id])), None)
+    if assignment is None:
+        raise Assignment.DoesNotExist(f"No assignment {assignment_id}")
     if assignment.annotator_id != user.pk:
         raise PermissionDenied("This is not your assignment.")
     return assignment
@@ -58,7 +66,7 @@ def submit_annotation(
             return HumanAnnotation.objects.get(assignment=assignment), False
         if assignment.status != Assignment.LEASED:
             raise AssignmentClosed(f"This item was {assignment.status}; it cannot be submitted.")
-        project = Project.objects.get(pk=assignment.item.project_id)
+        project = Project.objects.get(pk=assignment.item_project_id)  # type: ignore[attr-defined]
         if project.state == Project.CLOSED:
             raise AssignmentClosed("This project is closed.")
         n = len(assignment.display_order)
@@ -77,7 +85,7 @@ def submit_annotation(
         )
         assignment.status = Assignment.SUBMITTED
         assignment.save(update_fields=["status", "updated_at"])
-        _update_item_status(assignment.item_id, assignment.item.status, project)
+        _update_item_status(assignment.item_id, assignment.item_status, project)  # type: ignore[attr-defined]
     return annotation, True
 
 
@@ -97,11 +105,18 @@ def _fields(payload: sch.AnnotationPayload) -> dict[str, Any]:
 
 def _update_item_status(item_id: int, status: str, project: Project) -> None:
     """Mark the item complete once every tier has its annotations (`status`: the item's, read under its lock)."""
-    submitted = Assignment.objects.filter(item_id=item_id, status=Assignment.SUBMITTED)
+    table = connection.ops.quote_name(Assignment._meta.db_table)
     for tier in ("normal", "expert"):
         needed = overlap_for(project, tier)
-        if needed and submitted.filter(tier=tier).count() < needed:
-            return
+        if not needed:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE item_id = %s AND tier = %s AND status = %s",  # noqa: S608
+                [item_id, tier, Assignment.SUBMITTED],
+            )
+            if cursor.fetchone()[0] < needed:
+                return
     if status != Item.COMPLETE:
         Item.objects.filter(pk=item_id).update(status=Item.COMPLETE)
 

@@ -64,8 +64,12 @@ def live_slots(now: Any) -> Q:
 
 def queue_routes(project: Project) -> tuple[str, ...]:
     """The routes of the items in the human queue: human once any item is routed to humans, else all but AI."""
-    if project.items.filter(route=Item.HUMAN).exists():
-        return (Item.HUMAN,)
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        sql = f"SELECT 1 FROM {table} WHERE project_id = %s AND route = %s LIMIT 1"  # noqa: S608
+        cursor.execute(sql, [project.pk, Item.HUMAN])
+        if cursor.fetchone() is not None:
+            return (Item.HUMAN,)
     return (Item.UNROUTED, Item.HUMAN)
 
 
@@ -95,22 +99,31 @@ def queue_size(project: Project) -> int:
     return size
 
 
+def for_update(clause: str = "FOR UPDATE") -> str:
+    """The row-lock clause for raw SQL; SQLite (the embedded demo) has none and serializes writers instead."""
+    return f" {clause}" if connection.features.has_select_for_update else ""
+
+
+def _table(model: Any) -> str:
+    return str(connection.ops.quote_name(model._meta.db_table))
+
+
 def _profile(user: Any) -> AnnotatorProfile:
-    profile = AnnotatorProfile.objects.filter(user_id=user.pk).first()
+    sql = f"SELECT * FROM {_table(AnnotatorProfile)} WHERE user_id = %s"  # noqa: S608
+    profile = next(iter(AnnotatorProfile.objects.raw(sql, [user.pk])), None)
     if profile is None:
         profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
     return profile
 
 
 def _my_lease(project: Project, user: Any) -> Assignment | None:
-    """The annotator's oldest leased assignment in the project, locked with its item row (PostgreSQL)."""
-    return (
-        Assignment.objects.select_for_update(of=("self", "item"))
-        .select_related("item")
-        .filter(item__project=project, annotator=user, status=Assignment.LEASED)
-        .order_by("created_at")
-        .first()
+    """The annotator's oldest leased assignment in the project, locked (with its item row)."""
+    lock = for_update()
+    sql = (
+        f"SELECT a.* FROM {_table(Assignment)} a JOIN {_table(Item)} i ON i.id = a.item_id"  # noqa: S608
+        f" WHERE i.project_id = %s AND a.annotator_id = %s AND a.status = %s ORDER BY a.created_at LIMIT 1{lock}"
     )
+    return next(iter(Assignment.objects.raw(sql, [project.pk, user.pk, Assignment.LEASED])), None)
 
 
 def claim_next(project: Project, user: Any) -> Assignment | None:
