@@ -48,10 +48,11 @@ class Benchmark:
     timeout_s: int = 600
 
 
-# Later: annotate, judge, route, export.
+# Later: route, export.
 BENCHMARKS = [
     Benchmark("import", "bench.import_bench", timeout_s=600),
     Benchmark("annotate", "bench.annotate_bench", timeout_s=300),
+    Benchmark("judge", "bench.judge_bench", timeout_s=300),
 ]
 
 INTRO = """\

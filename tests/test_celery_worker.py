@@ -221,3 +221,44 @@ def test_an_import_of_a_missing_file_fails_in_the_worker_with_the_reason(worker,
     job = wait_for_job(job.pk, worker)
     assert job.status == ImportJob.FAILED
     assert job.errors == [f"no such file: {tmp_path / 'gone.jsonl'}"]
+
+
+def test_a_worker_runs_a_judge_run_end_to_end_retrying_server_errors(worker):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.factories import ItemFactory
+    from tests.fake_openai import FakeOpenAI, deterministic_reply, error_reply
+    from webapp.models import JudgeRun, Judgment
+    from webapp.services import judging
+
+    project = ProjectFactory(slug="worker-judge", aspects=["overall"])
+    items = [ItemFactory(project=project, responses=["Short.", f"A much longer answer number {k}."]) for k in range(5)]
+    served: list[int] = []
+
+    def two_503s_then_verdicts(received):
+        served.append(1)
+        # The first two calls fail: their chunk goes back to the queue with backoff, then succeeds.
+        return error_reply(503) if len(served) <= 2 else deterministic_reply(received, "longer")
+
+    with FakeOpenAI(two_503s_then_verdicts) as fake:
+        judging.create_judge(
+            name="worker-judge", backend="openai", model="fake", config={"base_url": fake.url, "max_retries": 0}
+        )
+        out = StringIO()
+        # The command queues the run for the worker and shows its progress until it ends.
+        call_command("judge", project.slug, "--judge", "worker-judge", "--chunk-size", "2", stdout=out)
+    run = JudgeRun.objects.get(project=project)
+    assert run.status == JudgeRun.DONE, worker.output()
+    text = out.getvalue()
+    assert f"run {run.pk}: worker-judge on 5 item(s)" in text
+    assert "] 10/10 done 10 failed 0 remaining 0" in text
+    assert f"run {run.pk} done: 10 done, 0 failed, 0 remaining" in text
+    for item in items:
+        combined = Judgment.objects.get(item=item, order="combined")
+        assert combined.labels == {"overall": "B-is-clearly-better"}
+    retried = Judgment.objects.filter(run=run, attempts=2).exclude(order="combined")
+    assert retried.count() == 2
+    assert "Retry in" in worker.output()
+    assert len(served) == 12

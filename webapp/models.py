@@ -283,35 +283,80 @@ class AnnotationRevision(models.Model):
         return f"revision of {self.annotation_id} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
-JUDGE_BACKENDS = ("openai", "transformers-generative", "reward-model", "density-ratio", "jury", "external")
+JUDGE_BACKENDS = ("openai", "transformers-judge", "reward-model", "cdr", "jury", "external")
 
 
 class Judge(models.Model):
-    """An LLM annotator's configuration. `backend` picks the code in annotators/."""
+    """An LLM annotator's configuration. `backend` picks the code in annotators/registry.py."""
 
-    OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY, EXTERNAL = (
-        "openai",
-        "transformers-generative",
-        "reward-model",
-        "density-ratio",
-        "jury",
-        "external",
-    )
-    BACKENDS = (OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY, EXTERNAL)
+    OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY, EXTERNAL = JUDGE_BACKENDS
+    BACKENDS = JUDGE_BACKENDS
+    RUNNABLE = (OPENAI, GENERATIVE, REWARD_MODEL, DENSITY_RATIO, JURY)
 
     name = models.CharField(max_length=200, unique=True)
     backend = models.CharField(max_length=30, choices=_choices(BACKENDS))
     model = models.CharField(max_length=500, blank=True, help_text="Model name, local path or endpoint model id.")
-    # Backend settings (base URL, temperature, API-key *variable name*; never the key itself).
+    # Backend settings (base URL, API-key *variable name*, rule...; never the key itself).
     config = models.JSONField(default=dict, blank=True)
+    # A jury's judges; empty for every other backend.
+    members = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="juries")
+    price_prompt_per_m = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal(0), help_text="USD per million prompt tokens."
+    )
+    price_completion_per_m = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal(0), help_text="USD per million completion tokens."
+    )
+    # Per endpoint (base URL), across all workers; 0 means no limit.
+    requests_per_minute = models.PositiveIntegerField(default=0)
+    tokens_per_minute = models.PositiveIntegerField(default=0)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [_in("backend", JUDGE_BACKENDS, "judge_backend_valid")]
+        ordering = ["name"]
+        constraints = [
+            _in("backend", JUDGE_BACKENDS, "judge_backend_valid"),
+            models.CheckConstraint(
+                condition=Q(price_prompt_per_m__gte=0) & Q(price_completion_per_m__gte=0),
+                name="judge_price_nonnegative",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+
+class JudgeRun(models.Model):
+    """One judge labelling a project's items: started, watched and cancelled by a manager."""
+
+    QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
+    STATUSES = (QUEUED, RUNNING, DONE, CANCELLED)
+    BOTH, GIVEN = "both", "given"
+    ORDERS = (BOTH, GIVEN)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judge_runs")
+    judge = models.ForeignKey(Judge, on_delete=models.PROTECT, related_name="runs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=QUEUED)
+    orders = models.CharField(max_length=10, choices=_choices(ORDERS), default=BOTH)
+    prompt_version = models.CharField(max_length=64)
+    limit = models.PositiveIntegerField(null=True, blank=True, help_text="At most this many not-yet-judged items.")
+    chunk_size = models.PositiveIntegerField(default=16)
+    items_total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            _in("status", ("queued", "running", "done", "cancelled"), "judgerun_status_valid"),
+            _in("orders", ("both", "given"), "judgerun_orders_valid"),
+            models.CheckConstraint(condition=Q(chunk_size__gte=1), name="judgerun_chunk_size_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk}: {self.judge_id} on {self.project_id} ({self.status})"
 
 
 class Judgment(models.Model):
@@ -319,15 +364,22 @@ class Judgment(models.Model):
 
     PENDING, DONE, FAILED = "pending", "done", "failed"
     STATUSES = (PENDING, DONE, FAILED)
+    COMBINED = "combined"
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
     judge = models.ForeignKey(Judge, on_delete=models.PROTECT, related_name="judgments")
+    # The run that (last) asked for it; null for imported judgments.
+    run = models.ForeignKey(JudgeRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgments")
     # Order shown, as canonical indices joined by "-" ("0-1" is A first, "1-0" swapped);
-    # "combined" for a label merged over orders, as imported datasets provide.
+    # "combined" for the label merged over orders (or over a jury's members, or as imported).
     order = models.CharField(max_length=100)
     prompt_version = models.CharField(max_length=64)
     labels = models.JSONField(default=dict, blank=True, help_text="Canonical order, the project's scale.")
     ranking = models.JSONField(null=True, blank=True)
+    # Soft preference per aspect: P(canonical A better), or a reward margin A - B.
+    soft = models.JSONField(default=dict, blank=True)
+    # Per-aspect order disagreement, jury votes and disagreement, members' labels.
+    details = models.JSONField(default=dict, blank=True)
     rationale = models.TextField(blank=True)
     raw_output = models.TextField(blank=True)
     order_inconsistent = models.BooleanField(null=True, blank=True)
@@ -337,6 +389,9 @@ class Judgment(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=_choices(STATUSES), default=PENDING)
     error = models.TextField(blank=True)
+    # Whether a failure is worth retrying (API error) rather than final (unparseable output).
+    retryable = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -347,7 +402,12 @@ class Judgment(models.Model):
             ),
             _in("status", ("pending", "done", "failed"), "judgment_status_valid"),
             models.CheckConstraint(condition=Q(cost__isnull=True) | Q(cost__gte=0), name="judgment_cost_nonnegative"),
+            # A failure is never a label.
+            models.CheckConstraint(
+                condition=~Q(status="failed") | Q(labels={}, ranking__isnull=True), name="judgment_failed_has_no_label"
+            ),
         ]
+        indexes = [models.Index(fields=["run", "status"], name="judgment_run_status_idx")]
 
     def __str__(self) -> str:
         return f"{self.item_id} by {self.judge_id} [{self.order}]"

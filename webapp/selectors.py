@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.http import Http404
+from django.utils import timezone
 
-from webapp.models import Assignment, HumanAnnotation, Item, Membership, Project
+from webapp.models import Assignment, HumanAnnotation, Item, Judge, JudgeRun, Judgment, Membership, Project
 
 
 def projects_for_user(user: Any) -> QuerySet[Project]:
@@ -122,3 +124,73 @@ def own_annotation(user: Any, annotation_id: int) -> HumanAnnotation:
     if annotation is None:
         raise Http404("No such annotation")
     return annotation
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A judge run's state for the progress bar and the run page. Units: item x order (a jury: items)."""
+
+    total: int
+    done: int
+    failed: int
+    remaining: int
+    eta_s: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    mean_latency_ms: float | None
+    # Items whose verdict changed with the response order (MT-Bench: counted as ties).
+    inconsistent: int
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.finished / self.total) if self.total else 100
+
+
+def run_progress(run: JudgeRun) -> RunProgress:
+    rows = Judgment.objects.filter(run=run)
+    jury = run.judge.backend == Judge.JURY
+    units = (
+        rows.filter(judge_id=run.judge_id, order=Judgment.COMBINED)
+        if jury
+        else rows.filter(judge_id=run.judge_id).exclude(order=Judgment.COMBINED)
+    )
+    counts = dict(units.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    done, failed, pending = (counts.get(s, 0) for s in (Judgment.DONE, Judgment.FAILED, Judgment.PENDING))
+    # Cost and tokens: every call the run made (a jury's members' too), not the merged rows.
+    usage = rows.exclude(order=Judgment.COMBINED).aggregate(
+        pt=Sum("prompt_tokens"), ct=Sum("completion_tokens"), cost=Sum("cost"), latency=Avg("latency_ms")
+    )
+    inconsistent = rows.filter(judge_id=run.judge_id, order=Judgment.COMBINED, order_inconsistent=True).count()
+    eta = None
+    finished = done + failed
+    if run.started_at and finished and pending and run.status == JudgeRun.RUNNING:
+        elapsed = (timezone.now() - run.started_at).total_seconds()
+        eta = elapsed / finished * pending
+    return RunProgress(
+        total=done + failed + pending,
+        done=done,
+        failed=failed,
+        remaining=pending,
+        eta_s=eta,
+        prompt_tokens=usage["pt"] or 0,
+        completion_tokens=usage["ct"] or 0,
+        cost=usage["cost"] or Decimal(0),
+        mean_latency_ms=usage["latency"],
+        inconsistent=inconsistent,
+    )
+
+
+def project_runs(project: Project) -> QuerySet[JudgeRun]:
+    return JudgeRun.objects.filter(project=project).select_related("judge", "created_by").order_by("-created_at")
+
+
+def run_for_project(project: Project, run_id: int) -> JudgeRun:
+    run = JudgeRun.objects.select_related("judge").filter(project=project, pk=run_id).first()
+    if run is None:
+        raise Http404("No such run")
+    return run

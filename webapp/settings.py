@@ -186,6 +186,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = _setting(env_bool, "CELERY_TASK_ALWAYS_EAGER", False)
+# Judges' per-endpoint rate limits live here so that every worker shares them; without Redis
+# (the embedded demo's one worker) they are kept in the worker's memory.
+RATE_LIMIT_REDIS_URL = env.get("REDIS_URL") or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 # Import limits: a text field longer than this is rejected with the row and field named.

@@ -1,10 +1,32 @@
 """Celery tasks: thin wrappers that take ids and call services. Each is safe to run twice."""
 
-from celery import shared_task
+from typing import Any
 
+from celery import Task, shared_task
+
+from annotators.backoff import backoff_delay
+from webapp.services import judging
 from webapp.services.imports import run_import_job
 
 
 @shared_task(name="webapp.run_import")
 def run_import(job_id: int) -> str:
     return run_import_job(job_id).status
+
+
+@shared_task(
+    name="webapp.judge_chunk",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=judging.MAX_ATTEMPTS - 1,
+)
+def judge_chunk(self: Task, run_id: int, item_ids: list[int]) -> dict[str, Any]:
+    """Judge a chunk of a run; API errors (429, 5xx, timeouts) come back with backoff and jitter."""
+    final = self.request.retries >= (self.max_retries or 0)
+    result = judging.judge_chunk(run_id, item_ids, final=final)
+    if result.retryable and not final:
+        raise self.retry(countdown=backoff_delay(self.request.retries, retry_after=result.retry_after))
+    if final:
+        judging.finish_chunk_after_last_try(run_id)
+    return {"judged": result.judged, "failed": result.failed, "retryable": result.retryable}

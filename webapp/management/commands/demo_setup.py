@@ -14,6 +14,10 @@ class Command(BaseCommand):
             f"demo project {project.slug}: {project.items.count()} items "
             f"({result.created} new, {result.unchanged} unchanged)"
         )
+        self.stdout.write(
+            "LLM judge smollm2-local (SmolLM2-135M on this CPU): Judging page of the project, or\n"
+            f"  .venv/bin/python manage.py judge {project.slug} --judge smollm2-local --limit 20"
+        )
         self.stdout.write("logins:")
         for username, password, role in logins:
             self.stdout.write(f"  {username:<10} {password:<20} {role}")
