@@ -28,12 +28,12 @@ def build_backend(backend: str, model: str, config: dict[str, Any], *, limiter: 
     if backend in (GENERATIVE, REWARD_MODEL, DENSITY_RATIO):
         from annotators import local
 
-        factory = {
+        factories: dict[str, type[local.LocalJudge]] = {
             GENERATIVE: local.GenerativeJudge,
             REWARD_MODEL: local.RewardModelJudge,
             DENSITY_RATIO: local.DensityRatioJudge,
-        }[backend]
-        return factory.from_config(model, config)
+        }
+        return factories[backend].from_config(model, config)
     if backend == JURY:
         raise ValueError("a jury is not one backend: run its members (see webapp.services.judging)")
     raise ValueError(f"unknown backend {backend!r} (use {', '.join(RUNNABLE_BACKENDS)})")

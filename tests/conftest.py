@@ -12,6 +12,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from annotators.local import resolve_model_dir
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from webapp.models import Membership, Project
 
@@ -70,3 +71,60 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+# --- tiny models, built here ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SmolLM2 tokenizer (read from the GGUF file), saved as an ordinary tokenizer directory."""
+    from transformers import AutoTokenizer
+
+    directory, gguf = resolve_model_dir("smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf, local_files_only=True)
+    out = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _tiny(tokenizer_dir: Path, out: Path, kind: str, seed: int, chat_template: bool = True) -> str:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        # Wide initial weights, so random scores differ enough to give labels other than a tie.
+        initializer_range=0.2,
+    )
+    config.num_labels = 1  # one reward score (set after: the config's typed signature does not list it)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config) if kind == "lm" else LlamaForSequenceClassification(config)
+    model.save_pretrained(out)
+    if not chat_template:
+        tokenizer.chat_template = None
+    tokenizer.save_pretrained(out)
+    if not chat_template:
+        (out / "chat_template.jinja").unlink(missing_ok=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Directories of tiny models: a reward model (with and without a chat template) and two LMs."""
+    return {
+        "rm": _tiny(tokenizer_dir, tmp_path_factory.mktemp("rm"), "rm", seed=1),
+        "rm_plain": _tiny(tokenizer_dir, tmp_path_factory.mktemp("rm-plain"), "rm", seed=1, chat_template=False),
+        "strong": _tiny(tokenizer_dir, tmp_path_factory.mktemp("strong"), "lm", seed=2),
+        "weak": _tiny(tokenizer_dir, tmp_path_factory.mktemp("weak"), "lm", seed=3),
+    }

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -80,7 +81,8 @@ def workspace_assignment(browser: Any) -> int:
 
 
 def wait_for_new_assignment(browser: Any, old: int) -> int:
-    WebDriverWait(browser, 10).until(
+    # htmx may swap #workspace between finding it and reading it: try again then.
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda b: b.find_element(By.ID, "workspace").get_attribute("data-assignment") not in ("", str(old))
     )
     return workspace_assignment(browser)

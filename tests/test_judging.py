@@ -14,7 +14,7 @@ from tests.factories import ItemFactory, ProjectFactory
 from tests.fake_openai import FakeOpenAI, chat_reply, error_reply
 from webapp import selectors
 from webapp.models import Judge, JudgeRun, Judgment
-from webapp.scheme import LIKERT5_LABELS
+from webapp.scheme import LIKERT5_LABELS, flatten_ranking
 from webapp.services import judging
 
 pytestmark = pytest.mark.django_db
@@ -272,3 +272,30 @@ def test_creating_a_judge_checks_its_settings(db):
     with pytest.raises(judging.JudgingError, match="backend"):
         judging.create_judge(name="x", backend="telepathy")
     assert not Judge.objects.exists()
+
+
+def test_local_reward_model_and_cdr_judges_run_through_the_same_path(db, tiny):
+    project = ProjectFactory(slug="local", kind="ranking", aspects=["overall"])
+    items = [
+        ItemFactory(project=project, responses=["One.", "Two, longer.", "Three is the longest one."]) for _ in range(2)
+    ]
+    rm = judging.create_judge(name="tiny-rm", backend="reward-model", model=tiny["rm"])
+    cdr = judging.create_judge(name="tiny-cdr", backend="cdr", model=tiny["strong"], config={"weak": tiny["weak"]})
+    for judge in (rm, cdr):
+        run = judging.start_run(project, judge, enqueue=False)
+        _run_all(run)
+        assert run.status == JudgeRun.DONE
+        for item in items:
+            combined = Judgment.objects.get(item=item, judge=judge, order="combined")
+            assert sorted(flatten_ranking(combined.ranking)) == [0, 1, 2]
+            # A scorer sees each response alone: the order cannot change its verdict.
+            assert combined.order_inconsistent is False
+    assert selectors.run_progress(run).failed == 0
+
+
+def test_the_local_generative_judge_refuses_a_ranking_project_before_it_starts(db):
+    project = ProjectFactory(slug="rank-gen", kind="ranking")
+    ItemFactory(project=project, responses=["a", "b", "c"])
+    judge = judging.create_judge(name="smol", backend="transformers-judge", model="smollm2")
+    with pytest.raises(judging.JudgingError, match="pairwise"):
+        judging.start_run(project, judge, enqueue=False)

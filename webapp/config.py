@@ -70,7 +70,8 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
         name = unquote(parts.path.lstrip("/"))
         if not name:
             raise ConfigError("DATABASE_URL: a postgres URL needs a database name (postgres://host/name)")
-        options = dict(parse_qsl(parts.query))
+        options: dict[str, Any] = dict(parse_qsl(parts.query))
+        _typed_postgres_options(options)
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,
@@ -83,6 +84,25 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
             "CONN_HEALTH_CHECKS": True,
         }
     raise ConfigError(f"DATABASE_URL: unsupported scheme {scheme!r} (use postgres:// or sqlite:///)")
+
+
+def _typed_postgres_options(options: dict[str, Any]) -> None:
+    """The options Django hands to psycopg as Python values, not strings: `?server_side_binding=false`,
+    `?prepare_threshold=none` (prepared statements off, e.g. behind a transaction-mode pooler)."""
+    if "server_side_binding" in options:
+        word = str(options["server_side_binding"]).strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ConfigError(f"DATABASE_URL: server_side_binding={word!r} is not a boolean")
+        options["server_side_binding"] = word in TRUE_WORDS
+    if "prepare_threshold" in options:
+        raw = str(options["prepare_threshold"]).strip().lower()
+        if raw in {"", "none", "off"}:
+            options["prepare_threshold"] = None
+        else:
+            try:
+                options["prepare_threshold"] = int(raw)
+            except ValueError:
+                raise ConfigError(f"DATABASE_URL: prepare_threshold={raw!r} is not an integer or 'none'") from None
 
 
 def check_production(*, debug: bool, secret_key: str | None, allowed_hosts: list[str]) -> None:

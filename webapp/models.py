@@ -438,3 +438,123 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} into {self.project_id} ({self.status})"
+
+
+class ExportSnapshot(models.Model):
+    """A versioned dataset export: what was asked, what was written (with checksums), by which code."""
+
+    RUNNING, DONE, FAILED = "running", "done", "failed"
+    STATUSES = (RUNNING, DONE, FAILED)
+    FORMATS = ("multipref", "helpsteer2-preference", "trl-preference", "trl-unpaired")
+    FILE_TYPES = ("jsonl", "parquet", "hf")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    version = models.PositiveIntegerField(help_text="1, 2, ... per project.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    format = models.CharField(max_length=40, choices=_choices(FORMATS))
+    file_type = models.CharField(max_length=10, choices=_choices(FILE_TYPES))
+    # Everything that decides the rows: label source and rule, judge, aspect, split seed, ties...
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=RUNNING)
+    # Directory under EXPORT_DIR holding the files and the dataset card.
+    path = models.CharField(max_length=1000, blank=True)
+    # [{"name": ..., "bytes": ..., "sha256": ...}] for every file written.
+    files = models.JSONField(default=list, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    item_count = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="Rows per split and per label source.")
+    code_version = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="export_version_unique"),
+            _in("status", ("running", "done", "failed"), "export_status_valid"),
+            _in(
+                "format",
+                ("multipref", "helpsteer2-preference", "trl-preference", "trl-unpaired"),
+                "export_format_valid",
+            ),
+            _in("file_type", ("jsonl", "parquet", "hf"), "export_file_type_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} v{self.version} ({self.format}, {self.file_type})"
+
+
+class RoutingCandidate(models.Model):
+    """A candidate hybrid dataset (which items get human labels) and the score a reward model got on it.
+
+    The performance-prediction model learns from these (mixture features -> score). Scores come from
+    external GPU jobs (`manage.py record_score`, examples/train_reward_model.py) or the in-platform proxy.
+    """
+
+    EXTERNAL, PROXY = "external", "proxy"
+    SOURCES = (EXTERNAL, PROXY)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="routing_candidates")
+    budget = models.FloatField(help_text="Share of items (0..1] routed to humans.")
+    seed = models.IntegerField(default=0)
+    strategy = models.CharField(max_length=40, blank=True)
+    # Canonical item ids routed to humans in this candidate.
+    human_item_ids = models.JSONField(default=list, blank=True)
+    # Mixture features: for each item feature, how many human-routed items have it.
+    mixture = models.JSONField(default=dict, blank=True)
+    export = models.ForeignKey(ExportSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    score = models.FloatField(null=True, blank=True)
+    score_source = models.CharField(max_length=10, choices=_choices(SOURCES), blank=True)
+    metric = models.CharField(max_length=100, blank=True, help_text="What the score measures, e.g. pairwise_accuracy.")
+    scored_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(budget__gt=0) & Q(budget__lte=1), name="candidate_budget_share"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | ~Q(score_source=""), name="candidate_score_has_source"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"candidate {self.pk} of {self.project_id} (budget {self.budget})"
+
+
+class RoutingRun(models.Model):
+    """One routing decision for a project: which items go to humans, by which strategy, and why."""
+
+    RUNNING, DONE, FAILED = "running", "done", "failed"
+    STATUSES = (RUNNING, DONE, FAILED)
+    STRATEGIES = ("random", "ai-disagreement", "error-model", "ppm-simulated", "ppm-topk")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="routing_runs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    strategy = models.CharField(max_length=20, choices=_choices(STRATEGIES))
+    budget = models.FloatField(help_text="As asked: a share of the items (0..1] or a number of items.")
+    budget_n = models.PositiveIntegerField(default=0, help_text="Items routed to humans.")
+    seed = models.IntegerField(default=0)
+    n_candidates = models.PositiveIntegerField(default=1024)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=RUNNING)
+    # Budget used, predicted score, cost, the features that drove the choice, the models' CV reports.
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            _in("status", ("running", "done", "failed"), "routingrun_status_valid"),
+            _in(
+                "strategy",
+                ("random", "ai-disagreement", "error-model", "ppm-simulated", "ppm-topk"),
+                "routingrun_strategy_valid",
+            ),
+            models.CheckConstraint(condition=Q(budget__gt=0), name="routingrun_budget_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"routing {self.pk} of {self.project_id} ({self.strategy}, {self.budget})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,19 @@ from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from webapp.models import Assignment, HumanAnnotation, Item, Judge, JudgeRun, Judgment, Membership, Project
+from webapp.models import (
+    AnnotatorProfile,
+    Assignment,
+    HumanAnnotation,
+    Item,
+    Judge,
+    JudgeRun,
+    Judgment,
+    Membership,
+    Project,
+    Response,
+)
+from webapp.rawsql import fetch_models
 
 
 def projects_for_user(user: Any) -> QuerySet[Project]:
@@ -35,24 +48,54 @@ class Access:
     project: Project
     role: str
     quota: int | None  # the membership's (None: no quota set, or no membership)
+    # The user's annotator profile where asked for (with_profile) and the user has one.
+    profile: AnnotatorProfile | None = None
 
 
-def project_access(user: Any, slug: str) -> Access:
-    """project_for_user's answer, with the membership's quota: the project and the membership in one query."""
-    project_table, membership_table = (connection.ops.quote_name(m._meta.db_table) for m in (Project, Membership))
-    sql = (
-        f"SELECT p.*, m.id AS member_id, m.role AS member_role, m.quota AS member_quota FROM {project_table} p"  # noqa: S608
-        f" LEFT JOIN {membership_table} m ON m.project_id = p.id AND m.user_id = %s WHERE p.slug = %s"
+_PROFILE_FIELDS = ("id", "tier", "domains", "active")
+
+
+def project_access(user: Any, slug: str, *, with_profile: bool = False) -> Access:
+    """project_for_user's answer, with the membership's quota: the project and the membership in one query.
+
+    with_profile: the user's AnnotatorProfile too (for the annotation queue), in the same query.
+    """
+    project_table, membership_table, profile_table = (
+        connection.ops.quote_name(m._meta.db_table) for m in (Project, Membership, AnnotatorProfile)
     )
-    project = next(iter(Project.objects.raw(sql, [user.pk, slug])), None)
+    columns = "".join(f", ap.{connection.ops.quote_name(f)} AS profile_{f}" for f in _PROFILE_FIELDS)
+    profile_join = f" LEFT JOIN {profile_table} ap ON ap.user_id = %s" if with_profile else ""
+    sql = (
+        f"SELECT p.*, m.id AS member_id, m.role AS member_role, m.quota AS member_quota"  # noqa: S608
+        f"{columns if with_profile else ''} FROM {project_table} p"
+        f" LEFT JOIN {membership_table} m ON m.project_id = p.id AND m.user_id = %s{profile_join} WHERE p.slug = %s"
+    )
+    params = [user.pk, user.pk, slug] if with_profile else [user.pk, slug]
+    project = next(iter(fetch_models(Project, sql, params)), None)
     if project is None:
         raise Http404("No such project")
     quota: int | None = getattr(project, "member_quota", None)
+    profile = _profile_from(project, user) if with_profile else None
     if getattr(user, "is_superuser", False):
-        return Access(project, Membership.MANAGER, quota)
+        return Access(project, Membership.MANAGER, quota, profile)
     if getattr(project, "member_id", None) is None:
         raise PermissionDenied("You are not a member of this project.")
-    return Access(project, project.member_role, quota)  # type: ignore[attr-defined]
+    return Access(project, project.member_role, quota, profile)  # type: ignore[attr-defined]
+
+
+def _profile_from(row: Any, user: Any) -> AnnotatorProfile | None:
+    """The AnnotatorProfile in project_access's row (its profile_* columns), or None where the user has none."""
+    if getattr(row, "profile_id", None) is None:
+        return None
+    # A raw query's extra columns come as the database gives them: JSON as text.
+    domains = row.profile_domains
+    if isinstance(domains, str):
+        domains = json.loads(domains)
+    return AnnotatorProfile.from_db(
+        connection.alias,
+        ["id", "user_id", "tier", "domains", "active"],
+        [row.profile_id, user.pk, row.profile_tier, domains, row.profile_active],
+    )
 
 
 def project_items(project: Project, query: str = "", route: str = "") -> QuerySet[Item]:
@@ -84,26 +127,77 @@ class Unknown:
 UNKNOWN = Unknown()
 
 
-def annotator_progress(project: Project, user: Any, quota: int | Unknown | None = UNKNOWN) -> dict[str, int | None]:
+# The annotator's submitted assignments in a project (parameters: user, status, project).
+_DONE = """(SELECT count(*) FROM {assignment} a JOIN {item} i ON i.id = a.item_id
+    WHERE a.annotator_id = %s AND a.status = %s AND i.project_id = %s)"""
+
+
+def _done(project: Project, user: Any) -> int:
+    tables = {m.__name__.lower(): connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item)}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_DONE.format(**tables)}", [user.pk, Assignment.SUBMITTED, project.pk])
+        return int(cursor.fetchone()[0])
+
+
+def annotator_progress(
+    project: Project, user: Any, quota: int | Unknown | None = UNKNOWN, done: int | None = None
+) -> dict[str, int | None]:
     """done / quota for the annotator in the project (quota: the membership's, else what the queue holds).
 
-    `quota`: the membership's, where the caller has it already (see project_access).
+    `quota`: the membership's, where the caller has it already (see project_access); `done` likewise
+    (see item_for_annotation).
     """
     from webapp.services.queue import queue_size  # selectors stay importable without the queue's deps
 
-    assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*) FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id"  # noqa: S608
-            " WHERE a.annotator_id = %s AND a.status = %s AND i.project_id = %s",
-            [user.pk, Assignment.SUBMITTED, project.pk],
-        )
-        done = cursor.fetchone()[0]
+    if done is None:
+        done = _done(project, user)
     if isinstance(quota, Unknown):
         quota = Membership.objects.filter(project=project, user_id=user.pk).values_list("quota", flat=True).first()
     if quota is None:
         quota = queue_size(project)
     return {"done": done, "quota": quota}
+
+
+# The columns that item_for_annotation adds to an item row `i` (named parameters: done_user, done_status,
+# done_project): the annotator's done count and the item's responses as JSON. queue.try_claim_next's
+# statement returns them with the item it claims (PostgreSQL).
+WORKSPACE_COLUMNS = """(SELECT count(*) FROM {assignment} a JOIN {item} di ON di.id = a.item_id
+    WHERE a.annotator_id = %(done_user)s AND a.status = %(done_status)s
+    AND di.project_id = %(done_project)s) AS hp_done,
+    (SELECT json_agg(json_build_object('id', r.id, 'position', r.position, 'model_name', r.model_name, 'text', r.text)
+    ORDER BY r.position) FROM {response} r WHERE r.item_id = i.id) AS hp_responses"""
+
+
+def workspace_columns(user: Any, project: Project) -> tuple[str, dict[str, Any]]:
+    """WORKSPACE_COLUMNS with the table names, and its parameters."""
+    tables = {m.__name__.lower(): connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item, Response)}
+    params = {"done_user": user.pk, "done_status": Assignment.SUBMITTED, "done_project": project.pk}
+    return WORKSPACE_COLUMNS.format(**tables), params
+
+
+def workspace_from_row(item: Item) -> tuple[Item, list[Response], int]:
+    """item_for_annotation's answer from an item read with WORKSPACE_COLUMNS."""
+    rows = item.hp_responses or []  # type: ignore[attr-defined]
+    if isinstance(rows, str | bytes):
+        rows = json.loads(rows)
+    responses = [Response.from_db(connection.alias, list(row), list(row.values())) for row in rows]
+    for response in responses:
+        Response.item.field.set_cached_value(response, item)
+    return item, responses, int(item.hp_done)  # type: ignore[attr-defined]
+
+
+def item_for_annotation(item_id: int, user: Any, project: Project) -> tuple[Item, list[Response], int]:
+    """The item to annotate, its responses (by position) and the annotator's done count in the project.
+
+    On PostgreSQL in one query (the responses as JSON), elsewhere in two.
+    """
+    if connection.vendor != "postgresql":
+        responses = list(Response.objects.filter(item_id=item_id).select_related("item"))
+        item = responses[0].item if responses else Item.objects.get(pk=item_id)
+        return item, responses, _done(project, user)
+    columns, params = workspace_columns(user, project)
+    sql = f"SELECT i.*, {columns} FROM {connection.ops.quote_name(Item._meta.db_table)} i WHERE i.id = %(item)s"  # noqa: S608
+    return workspace_from_row(fetch_models(Item, sql, {**params, "item": item_id})[0])
 
 
 def recent_annotations(user: Any, limit: int = 20) -> QuerySet[HumanAnnotation]:

@@ -78,6 +78,22 @@ except ConfigError as exc:
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+else:
+    # Parameters bound on the server, and statements that a connection runs again and again (every page's
+    # user, project and queue queries) prepared after 5 runs: PostgreSQL then no longer parses them, and
+    # psycopg does not quote values in Python. The connections are persistent (CONN_MAX_AGE), so a
+    # prepared statement serves many requests. `?prepare_threshold=none` in DATABASE_URL turns preparing
+    # off (for a transaction-mode connection pooler), and `?server_side_binding=false` the binding.
+    _db_options = DATABASES["default"]["OPTIONS"]
+    _db_options.setdefault("server_side_binding", True)
+    _db_options.setdefault("prepare_threshold", 5)
+    # But every run is planned for its own values (force_custom_plan): PostgreSQL would otherwise settle on
+    # one generic plan per prepared statement after five runs, made for the tables as they were then. On a
+    # new project's near-empty assignment table that plan reads the table whole, for every item it
+    # considers, and kept doing so as the table grew (the queue's claim went from 0.3 to 7 ms within
+    # 2,500 submits). Prepared, a statement is still parsed only once.
+    if "plan_cache_mode" not in str(_db_options.get("options", "")):
+        _db_options["options"] = f"{_db_options.get('options', '')} -c plan_cache_mode=force_custom_plan".strip()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -127,6 +143,11 @@ TEMPLATES = [
     },
 ]
 
+AUTHENTICATION_BACKENDS = [
+    "webapp.auth.ModelBackend",
+    # Sessions from before webapp.auth name this one; it never checks a password webapp.auth refused.
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
@@ -190,7 +211,32 @@ CELERY_TASK_ALWAYS_EAGER = _setting(env_bool, "CELERY_TASK_ALWAYS_EAGER", False)
 # (the embedded demo's one worker) they are kept in the worker's memory.
 RATE_LIMIT_REDIS_URL = env.get("REDIS_URL") or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
 
+# Sessions live in the database. With Redis (REDIS_URL, else a Redis Celery broker) they are also cached
+# there ("cached_db"): each request then reads its session from Redis rather than PostgreSQL, while every
+# worker sees the same copy, so logging out still ends the session everywhere at once. Without Redis (the
+# embedded demo) there is no cache: one in each process's memory would let a session logged out in one
+# worker live on in the others. CACHE_REDIS_URL=none turns the cache off.
+CACHE_REDIS_URL = env.get("CACHE_REDIS_URL", RATE_LIMIT_REDIS_URL)
+if CACHE_REDIS_URL and CACHE_REDIS_URL.lower() != "none":
+    CACHES = {
+        "default": {
+            "BACKEND": "webapp.cache.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+            "KEY_PREFIX": "hybridpref",
+            # A Redis that does not answer costs a request half a second at most: the sessions then come
+            # from the database (Django's cached_db falls back to it).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
 UPLOAD_DIR = DATA_DIR / "uploads"
+# Dataset exports: one directory per snapshot, and the license their cards state unless asked otherwise.
+EXPORT_DIR = Path(env.get("HYBRIDPREF_EXPORT_DIR", str(DATA_DIR / "exports")))
+EXPORT_LICENSE = env.get("HYBRIDPREF_EXPORT_LICENSE", "other")
 # Import limits: a text field longer than this is rejected with the row and field named.
 IMPORT_MAX_FIELD_CHARS = _setting(env_int, "IMPORT_MAX_FIELD_CHARS", 200_000)
 IMPORT_BATCH_SIZE = _setting(env_int, "IMPORT_BATCH_SIZE", 2000)

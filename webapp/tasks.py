@@ -6,6 +6,7 @@ from celery import Task, shared_task
 
 from annotators.backoff import backoff_delay
 from webapp.services import judging
+from webapp.services.exports import run_snapshot
 from webapp.services.imports import run_import_job
 
 
@@ -30,3 +31,18 @@ def judge_chunk(self: Task, run_id: int, item_ids: list[int]) -> dict[str, Any]:
     if final:
         judging.finish_chunk_after_last_try(run_id)
     return {"judged": result.judged, "failed": result.failed, "retryable": result.retryable}
+
+
+@shared_task(name="webapp.run_export", acks_late=True)
+def run_export(snapshot_id: int) -> str:
+    return run_snapshot(snapshot_id).status
+
+
+@shared_task(name="webapp.compute_features", acks_late=True)
+def compute_features(project_id: int) -> int:
+    """Routing features for a project's items; resumable (items with features are skipped)."""
+    from webapp.models import Project
+    from webapp.services.routing import compute_features as compute
+
+    project = Project.objects.filter(pk=project_id).first()
+    return compute(project) if project is not None else 0

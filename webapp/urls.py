@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webapp import views, views_annotate, views_judges
+from webapp import views, views_annotate, views_exports, views_judges, views_routing
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -21,5 +21,11 @@ urlpatterns = [
     path("p/<slug:slug>/judging/runs/<int:run_id>/", views_judges.run_detail, name="run"),
     path("p/<slug:slug>/judging/runs/<int:run_id>/cancel", views_judges.run_cancel, name="run-cancel"),
     path("p/<slug:slug>/judging/runs/<int:run_id>/retry", views_judges.run_retry, name="run-retry"),
+    path("p/<slug:slug>/exports/", views_exports.exports_page, name="exports"),
+    path("p/<slug:slug>/exports/new", views_exports.export_start, name="export-start"),
+    path("p/<slug:slug>/exports/v<int:version>/<path:name>", views_exports.export_download, name="export-download"),
+    path("p/<slug:slug>/routing/", views_routing.routing_page, name="routing"),
+    path("p/<slug:slug>/routing/features", views_routing.features_start, name="routing-features"),
+    path("p/<slug:slug>/routing/route", views_routing.routing_start, name="routing-start"),
     path("admin/", admin.site.urls),
 ]

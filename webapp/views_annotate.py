@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import messages
@@ -9,14 +10,22 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import get_template
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from webapp import markdown, selectors
 from webapp import scheme as sch
-from webapp import selectors
 from webapp.annotation_form import form_values, parse_form
-from webapp.models import Assignment, Item, Project, Response
-from webapp.services.annotations import AssignmentClosed, LeaseLost, edit_annotation, skip_assignment, submit_annotation
+from webapp.models import Assignment, Item, Project
+from webapp.services.annotations import (
+    AssignmentClosed,
+    LeaseLost,
+    edit_annotation,
+    skip_assignment,
+    submit_and_claim_next,
+    submit_annotation,
+)
 from webapp.services.queue import QueueClosed, claim_next
 from webapp.views import HtmxHttpRequest
 
@@ -57,7 +66,6 @@ def workspace_context(
         "project": project,
         "scheme": scheme,
         "assignment": assignment,
-        "progress": selectors.annotator_progress(project, user, quota),
         "values": values or {},
         "errors": errors or {},
         "notice": notice,
@@ -66,13 +74,23 @@ def workspace_context(
         "confidence_labels": sch.CONFIDENCE_LABELS,
     }
     if assignment is None:
+        context["progress"] = selectors.annotator_progress(project, user, quota)
         return context
-    if Assignment.item.is_cached(assignment):
+    workspace = getattr(assignment, "workspace", None)  # the claim's statement read it (PostgreSQL)
+    if workspace is not None:
+        item, responses, done = workspace
+        context["progress"] = selectors.annotator_progress(project, user, quota, done=done)
+    elif Assignment.item.is_cached(assignment):
         item = assignment.item
         responses = list(item.responses.all())
-    else:  # the item with its responses, in one query
-        responses = list(Response.objects.filter(item_id=assignment.item_id).select_related("item"))
-        item = responses[0].item if responses else assignment.item
+        context["progress"] = selectors.annotator_progress(project, user, quota)
+    else:  # the item with its responses and the annotator's progress, in one query
+        item, responses, done = selectors.item_for_annotation(assignment.item_id, user, project)
+        context["progress"] = selectors.annotator_progress(project, user, quota, done=done)
+    # The texts' HTML, from the shared cache where another worker rendered it (one round trip).
+    turns = item.conversation if isinstance(item.conversation, list) else []
+    texts = [turn["content"] for turn in turns if isinstance(turn, dict) and isinstance(turn.get("content"), str)]
+    markdown.prefetch([*(texts or [item.prompt]), *(r.text for r in responses)])
     by_position = {r.position: r for r in responses}
     shown = [by_position[i] for i in assignment.display_order]
     context.update(
@@ -96,8 +114,29 @@ def workspace_context(
     return context
 
 
+# The empty form's questions (the template's `questions` partial), by scheme and number of responses: the
+# same HTML for every item of a project, and a good part of the cost of rendering the workspace.
+_QUESTIONS: dict[tuple[str, int], str] = {}
+_QUESTIONS_MAX = 256
+
+
+def _questions_html(context: dict[str, Any]) -> str | None:
+    """The questions partial's HTML for an empty form (no values, no errors, not editing), else None."""
+    if context.get("assignment") is None or context.get("editing") or context["values"] or context["errors"]:
+        return None
+    key = (repr(context["scheme"]), len(context["responses"]))
+    html = _QUESTIONS.get(key)
+    if html is None:
+        html = get_template("webapp/annotate.html#questions").render(context)
+        if len(_QUESTIONS) >= _QUESTIONS_MAX:
+            _QUESTIONS.clear()
+        _QUESTIONS[key] = html
+    return html
+
+
 def _render(request: HtmxHttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
     template = "webapp/annotate.html" + ("#workspace" if request.htmx else "")
+    context["questions_html"] = _questions_html(context)
     return render(request, template, context, status=status)
 
 
@@ -112,7 +151,7 @@ def _errors(exc: sch.SchemeError) -> dict[str, str]:
 def _next(request: HtmxHttpRequest, access: selectors.Access, notice: str = "") -> HttpResponse:
     project = access.project
     try:
-        assignment = claim_next(project, request.user)
+        assignment = claim_next(project, request.user, profile=access.profile)
     except QueueClosed as exc:
         context = workspace_context(project, request.user, None, notice=str(exc), quota=access.quota)
         return _render(request, context)
@@ -121,7 +160,7 @@ def _next(request: HtmxHttpRequest, access: selectors.Access, notice: str = "") 
 
 @require_http_methods(["GET"])
 def annotate(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    return _next(request, selectors.project_access(request.user, slug))
+    return _next(request, selectors.project_access(request.user, slug, with_profile=True))
 
 
 def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
@@ -139,16 +178,28 @@ def _assignment(project: Project, user: Any, assignment_id: int) -> Assignment:
 
 @require_POST
 def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    access = selectors.project_access(request.user, slug)
+    access = selectors.project_access(request.user, slug, with_profile=True)
     project = access.project
-    assignment = _assignment(project, request.user, assignment_id)
-    data = parse_form(project.scheme(), request.POST, len(assignment.display_order))
+    scheme = project.scheme()
+    # The submit checks the assignment (the user's, in this project: else 403) and locks it, then reads the
+    # form, knowing how many responses the assignment shows.
+    answers = functools.partial(parse_form, scheme, request.POST)
+    claimed: Assignment | None = None
     try:
-        _, created = submit_annotation(assignment.pk, request.user, data)
+        if request.htmx:  # and the next item, in the same transaction where that needs no waiting
+            _, created, claimed = submit_and_claim_next(
+                assignment_id, request.user, answers, project=project, profile=access.profile
+            )
+        else:
+            _, created = submit_annotation(assignment_id, request.user, answers, project=project)
+    except Assignment.DoesNotExist:
+        raise PermissionDenied("This is not your assignment.") from None
     except sch.SchemeError as exc:
+        assignment = _assignment(project, request.user, assignment_id)
         context = workspace_context(project, request.user, assignment, values=request.POST, errors=_errors(exc))
         return _render(request, context, status=200 if request.htmx else 422)
     except (LeaseLost, AssignmentClosed) as exc:
+        assignment = _assignment(project, request.user, assignment_id)
         context = workspace_context(project, request.user, assignment, values=request.POST, notice=str(exc))
         context["blocked"] = True
         return _render(request, context, status=200 if request.htmx else 409)
@@ -156,12 +207,14 @@ def annotate_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> 
     if not request.htmx:
         messages.success(request, notice)
         return redirect("annotate", slug=project.slug)
+    if claimed is not None:
+        return _render(request, workspace_context(project, request.user, claimed, notice=notice, quota=access.quota))
     return _next(request, access, notice)
 
 
 @require_POST
 def annotate_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    access = selectors.project_access(request.user, slug)
+    access = selectors.project_access(request.user, slug, with_profile=True)
     project = access.project
     assignment = _assignment(project, request.user, assignment_id)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -9,8 +10,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import scheme as sch
-from webapp.models import AnnotationRevision, Assignment, HumanAnnotation, Item, Project
-from webapp.services.queue import for_update, overlap_for, slot_still_free
+from webapp.models import AnnotationRevision, AnnotatorProfile, Assignment, HumanAnnotation, Item, Project
+from webapp.rawsql import fetch_models
+from webapp.services.queue import QueueClosed, for_update, insert_values, overlap_for, slot_still_free, try_claim_next
 
 
 class LeaseLost(Exception):
@@ -44,7 +46,7 @@ def _locked_for_submit(assignment_id: int, user: Any) -> Assignment:
         f"SELECT a.*, i.status AS item_status, i.project_id AS item_project_id FROM {assignment_table} a"  # noqa: S608
         f" JOIN {item_table} i ON i.id = a.item_id WHERE a.id = %s{lock}"
     )
-    assignment = next(iter(Assignment.objects.raw(sql, [assignment_id])), None)
+    assignment = next(iter(fetch_models(Assignment, sql, [assignment_id])), None)
     if assignment is None:
         raise Assignment.DoesNotExist(f"No assignment {assignment_id}")
     if assignment.annotator_id != user.pk:
@@ -52,41 +54,134 @@ def _locked_for_submit(assignment_id: int, user: Any) -> Assignment:
     return assignment
 
 
+Answers = dict[str, Any] | sch.AnnotationPayload
+
+
 def submit_annotation(
-    assignment_id: int, user: Any, shown: dict[str, Any] | sch.AnnotationPayload
+    assignment_id: int,
+    user: Any,
+    shown: Answers | Callable[[int], Answers],
+    *,
+    project: Project | None = None,
 ) -> tuple[HumanAnnotation, bool]:
     """Save the annotator's answers, given on the order shown. Returns (annotation, created).
 
+    `shown`: the answers, or a function of the number of responses shown that returns them (the view
+    reads its form with the assignment it locks here). `project`: the project the assignment must be
+    in (else PermissionDenied), as the caller has it already; without it the assignment's is read.
     A second submit of the same assignment (two tabs, a network retry) returns the first annotation.
-    Raises SchemeError (fields to fix), LeaseLost, AssignmentClosed or PermissionDenied.
+    Raises SchemeError (fields to fix), LeaseLost, AssignmentClosed, PermissionDenied or
+    Assignment.DoesNotExist.
     """
     with transaction.atomic():
-        assignment = _locked_for_submit(assignment_id, user)
-        if assignment.status == Assignment.SUBMITTED:
-            return HumanAnnotation.objects.get(assignment=assignment), False
-        if assignment.status != Assignment.LEASED:
-            raise AssignmentClosed(f"This item was {assignment.status}; it cannot be submitted.")
-        project = Project.objects.get(pk=assignment.item_project_id)  # type: ignore[attr-defined]
-        if project.state == Project.CLOSED:
-            raise AssignmentClosed("This project is closed.")
-        n = len(assignment.display_order)
-        payload = sch.validate_annotation(project.scheme(), shown, n_responses=n, complete=True)
-        if assignment.lease_expires_at <= timezone.now() and not slot_still_free(assignment, project):
-            raise LeaseLost(
-                "Your time on this item ran out and another annotator took it. Your answers are still in the form."
-            )
-        canonical = sch.to_canonical(payload, assignment.display_order)
-        annotation = HumanAnnotation.objects.create(
-            item_id=assignment.item_id,
-            annotator=user,
-            assignment=assignment,
-            tier=assignment.tier,
-            **_fields(canonical),
+        return _submit(assignment_id, user, shown, project)
+
+
+def submit_and_claim_next(
+    assignment_id: int,
+    user: Any,
+    shown: Answers | Callable[[int], Answers],
+    *,
+    project: Project,
+    profile: AnnotatorProfile | None = None,
+) -> tuple[HumanAnnotation, bool, Assignment | None]:
+    """submit_annotation, and the annotator's next item claimed in the same transaction where that needs
+    no waiting (queue.try_claim_next): one commit for both. Returns (annotation, created, the new
+    assignment or None: then claim_next decides, after this commit). Raises as submit_annotation does.
+    """
+    with transaction.atomic():
+        annotation, created = _submit(assignment_id, user, shown, project)
+        claimed = None
+        if created:
+            try:
+                done, claimed = try_claim_next(project, user, profile)
+            except QueueClosed:  # claim_next says why
+                done = False
+            if not done:
+                claimed = None
+    return annotation, created, claimed
+
+
+def _submit(
+    assignment_id: int, user: Any, shown: Answers | Callable[[int], Answers], project: Project | None
+) -> tuple[HumanAnnotation, bool]:
+    """submit_annotation, in the caller's transaction."""
+    assignment = _locked_for_submit(assignment_id, user)
+    item_project_id: int = assignment.item_project_id  # type: ignore[attr-defined]
+    if project is not None and item_project_id != project.pk:
+        raise PermissionDenied("This is not your assignment.")
+    if assignment.status == Assignment.SUBMITTED:
+        return HumanAnnotation.objects.get(assignment=assignment), False
+    if assignment.status != Assignment.LEASED:
+        raise AssignmentClosed(f"This item was {assignment.status}; it cannot be submitted.")
+    if project is None:
+        project = Project.objects.get(pk=item_project_id)
+    if project.state == Project.CLOSED:
+        raise AssignmentClosed("This project is closed.")
+    n = len(assignment.display_order)
+    answers = shown(n) if callable(shown) else shown
+    payload = sch.validate_annotation(project.scheme(), answers, n_responses=n, complete=True)
+    if assignment.lease_expires_at <= timezone.now() and not slot_still_free(assignment, project):
+        raise LeaseLost(
+            "Your time on this item ran out and another annotator took it. Your answers are still in the form."
         )
+    canonical = sch.to_canonical(payload, assignment.display_order)
+    annotation = HumanAnnotation(
+        item_id=assignment.item_id,
+        annotator=user,
+        assignment=assignment,
+        tier=assignment.tier,
+        **_fields(canonical),
+    )
+    item_status: str = assignment.item_status  # type: ignore[attr-defined]
+    if connection.vendor == "postgresql":
+        _save_submitted(annotation, assignment, item_status, project)
+    else:
+        annotation.save(force_insert=True)
         assignment.status = Assignment.SUBMITTED
         assignment.save(update_fields=["status", "updated_at"])
-        _update_item_status(assignment.item_id, assignment.item_status, project)  # type: ignore[attr-defined]
+        _update_item_status(assignment.item_id, item_status, project)
     return annotation, True
+
+
+def _save_submitted(annotation: HumanAnnotation, assignment: Assignment, item_status: str, project: Project) -> None:
+    """PostgreSQL: insert the annotation, mark the assignment submitted and the item complete if it now is,
+    in one statement (the three of _update_item_status, save and create, without their round trips).
+
+    Every part of the statement sees the rows as they were before it, with the item and the assignment
+    locked by this transaction: the annotation's own assignment is counted as submitted by hand.
+    """
+    annotation_table, assignment_table, item_table = (
+        connection.ops.quote_name(m._meta.db_table) for m in (HumanAnnotation, Assignment, Item)
+    )
+    columns, values = insert_values(annotation)
+    now = timezone.now()
+    complete: list[str] = []
+    params: list[Any] = [*values, Assignment.SUBMITTED, now, assignment.pk, Item.COMPLETE, assignment.item_id]
+    for tier in ("normal", "expert"):
+        needed = overlap_for(project, tier)
+        if not needed:
+            continue
+        complete.append(
+            f"(SELECT count(*) FROM {assignment_table} WHERE item_id = %s AND tier = %s AND status = %s) + %s >= %s"  # noqa: S608
+        )
+        params += [assignment.item_id, tier, Assignment.SUBMITTED, int(assignment.tier == tier), needed]
+    if item_status == Item.COMPLETE:
+        complete.append("false")
+    sql = (
+        f"WITH annotation AS (INSERT INTO {annotation_table} ({', '.join(columns)})"  # noqa: S608
+        f" VALUES ({', '.join(['%s'] * len(values))}) RETURNING id),"
+        f" submitted AS (UPDATE {assignment_table} SET status = %s, updated_at = %s WHERE id = %s),"
+        f" complete AS (UPDATE {item_table} SET status = %s WHERE id = %s AND {' AND '.join(complete) or 'true'})"
+        " SELECT id FROM annotation"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        annotation.pk = cursor.fetchone()[0]
+    annotation._state.adding = False
+    annotation._state.db = connection.alias
+    assignment.status = Assignment.SUBMITTED
+    assignment.updated_at = now
 
 
 def _fields(payload: sch.AnnotationPayload) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QueryS
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from webapp import selectors
 from webapp.models import AnnotatorProfile, Assignment, Item, Project, Response
+from webapp.rawsql import fetch_models, models_from_cursor
 
 LEASE = timedelta(minutes=30)
 _CANDIDATES = 5  # rows locked per claim: enough to step over a few just-filled items
@@ -110,7 +112,7 @@ def _table(model: Any) -> str:
 
 def _profile(user: Any) -> AnnotatorProfile:
     sql = f"SELECT * FROM {_table(AnnotatorProfile)} WHERE user_id = %s"  # noqa: S608
-    profile = next(iter(AnnotatorProfile.objects.raw(sql, [user.pk])), None)
+    profile = next(iter(fetch_models(AnnotatorProfile, sql, [user.pk])), None)
     if profile is None:
         profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
     return profile
@@ -123,18 +125,28 @@ def _my_lease(project: Project, user: Any) -> Assignment | None:
         f"SELECT a.* FROM {_table(Assignment)} a JOIN {_table(Item)} i ON i.id = a.item_id"  # noqa: S608
         f" WHERE i.project_id = %s AND a.annotator_id = %s AND a.status = %s ORDER BY a.created_at LIMIT 1{lock}"
     )
-    return next(iter(Assignment.objects.raw(sql, [project.pk, user.pk, Assignment.LEASED])), None)
+    return next(iter(fetch_models(Assignment, sql, [project.pk, user.pk, Assignment.LEASED])), None)
 
 
-def claim_next(project: Project, user: Any) -> Assignment | None:
-    """The annotator's current assignment in the project, or a newly claimed one; None when nothing is left."""
-    profile = _profile(user)
+def _open_queue(project: Project, user: Any, profile: AnnotatorProfile | None) -> tuple[AnnotatorProfile, int]:
+    """The annotator's profile and overlap in the project; QueueClosed where they may not take work there."""
+    if profile is None:
+        profile = _profile(user)
     if project.state != Project.ACTIVE or not profile.active or not user.is_active:
         raise QueueClosed("This project is not open for annotation." if profile.active else "Your account is paused.")
-    tier = profile.tier
-    overlap = overlap_for(project, tier)
+    overlap = overlap_for(project, profile.tier)
     if overlap == 0:
-        raise QueueClosed(f"This project needs no {tier} annotations.")
+        raise QueueClosed(f"This project needs no {profile.tier} annotations.")
+    return profile, overlap
+
+
+def claim_next(project: Project, user: Any, profile: AnnotatorProfile | None = None) -> Assignment | None:
+    """The annotator's current assignment in the project, or a newly claimed one; None when nothing is left.
+
+    `profile`: the user's AnnotatorProfile where the caller has it already (see selectors.project_access).
+    """
+    profile, overlap = _open_queue(project, user, profile)
+    tier = profile.tier
     now = timezone.now()
     claim = _Claim(project, user, profile, overlap, now)
 
@@ -160,6 +172,28 @@ def claim_next(project: Project, user: Any) -> Assignment | None:
             if done:
                 return assignment
     return None
+
+
+def try_claim_next(
+    project: Project, user: Any, profile: AnnotatorProfile | None = None
+) -> tuple[bool, Assignment | None]:
+    """claim_next's common case, in the caller's transaction and without waiting for any lock.
+
+    Returns (True, the new assignment), or (False, None) where claim_next has to decide: the annotator
+    holds a lease in the project already, or every candidate is locked by other transactions or was
+    filled meanwhile, or nothing is left. Raises QueueClosed. As it never waits, a transaction that
+    holds locks (a submit's) can claim the next item before it commits without risking a deadlock;
+    on (False, None) call claim_next after the commit.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("try_claim_next needs a transaction")
+    profile, overlap = _open_queue(project, user, profile)
+    claim = _Claim(project, user, profile, overlap, timezone.now())
+    if not claim.by_status:  # SQLite, or an expert matched by domain: claim_next does it all
+        return False, None
+    # One statement finds and locks the candidates, and finds nothing where the annotator holds a lease.
+    done, assignment = claim.attempt(wait=False, unless_leased=True)
+    return (True, assignment) if done and assignment is not None else (False, None)
 
 
 class _Claim:
@@ -189,24 +223,38 @@ class _Claim:
         # Items already started first, so that labelled items get complete sooner.
         return candidates.order_by(F("taken").desc(), "id")
 
-    def attempt(self) -> tuple[bool, Assignment | None]:
-        """In a transaction: (True, the new assignment or None for nothing left), or (False, None) to try again."""
+    def attempt(self, wait: bool = True, unless_leased: bool = False) -> tuple[bool, Assignment | None]:
+        """In a transaction: (True, the new assignment or None for nothing left), or (False, None) to try again.
+
+        wait=False: never wait for a lock; (False, None) where only a locked item is left. unless_leased
+        (with by_status): (False, None) where the annotator holds a lease in the project, or where the
+        status probe finds nothing.
+        """
         tier, overlap, now = self.tier, self.overlap, self.now
-        # (item id, its status where known)
-        locked: list[tuple[int, str | None]] = []
+        # (item id, its status and number of responses where known)
+        locked: list[tuple[int, str | None, int | None]] = []
         if self.by_status:
-            locked = list(_lock_by_status(self.project, self.routes, self.user, tier, overlap, now))
+            locked = list(_lock_by_status(self.project, self.user, tier, overlap, now, unless_leased=unless_leased))
+            if not locked and unless_leased:
+                return False, None
         if not locked:
             pks = self.candidates.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)
-            locked = [(pk, None) for pk in pks[:_CANDIDATES]]
+            locked = [(pk, None, None) for pk in pks[:_CANDIDATES]]
+        if not locked and not wait:
+            return False, None
         if not locked:
             # SKIP LOCKED also passes over items that other claims (or submits) hold for a moment:
             # wait for one of those instead of answering "nothing left" while it still has free slots.
             pks = self.candidates.select_for_update(of=("self",)).values_list("pk", flat=True)
-            locked = [(pk, None) for pk in pks[:1]]
+            locked = [(pk, None, None) for pk in pks[:1]]
         if not locked:
             return True, None
-        for item_id, status in locked:
+        for item_id, status, n_responses in locked:
+            if n_responses is not None:  # PostgreSQL: recount, insert and start the item in one statement
+                claimed = _claim_if_free(self.project, item_id, self.user, tier, overlap, now, n_responses)
+                if claimed is None:
+                    continue  # filled by a claim that committed after our snapshot
+                return True, claimed
             free, n = _recount(item_id, tier, overlap, now)
             if free <= 0:
                 continue  # filled by a claim that committed after our snapshot
@@ -239,63 +287,174 @@ def _open(items: QuerySet[Item], user: Any, tier: str, overlap: int, now: Any) -
     )
 
 
-_TAKEN = """(SELECT count(*) FROM {assignment} a WHERE a.item_id = i.id AND a.tier = %(tier)s
-    AND (a.status = %(submitted)s OR (a.status = %(leased)s AND a.lease_expires_at > %(now)s)))"""
-_CANDIDATE = """SELECT i.id, i.status, t.taken FROM {item} i CROSS JOIN LATERAL (SELECT {taken} AS taken) t
+# The slots taken on an item (item_ref: the item's id in the statement) in the tier.
+def _literal(word: str) -> str:
+    """One of the models' status or route words as an SQL string literal (letters and underscores only)."""
+    if not word.replace("_", "").isalpha():
+        raise ValueError(f"not a plain word: {word!r}")
+    return f"'{word}'"
+
+
+# The queue's statements take the status and route words as literals, not parameters: a plan made
+# without the parameters' values (PostgreSQL's generic plan of a prepared statement) then still sees the
+# words that select the few items in progress; with an unknown parameter it read the whole table. The
+# parameters are the project, the annotator, the tier, the overlap and the time.
+_WORDS = {
+    "submitted": _literal(Assignment.SUBMITTED),
+    "leased": _literal(Assignment.LEASED),
+    "human": _literal(Item.HUMAN),
+    "unrouted": _literal(Item.UNROUTED),
+    "pending": _literal(Item.PENDING),
+    "in_progress": _literal(Item.IN_PROGRESS),
+    "skipped": _literal(Item.SKIPPED),
+}
+# The slots taken on an item (item_ref: the item's id in the statement) in the tier.
+_TAKEN = """(SELECT count(*) FROM {assignment} a WHERE a.item_id = {item_ref} AND a.tier = %(tier)s
+    AND (a.status = {submitted} OR (a.status = {leased} AND a.lease_expires_at > %(now)s)))"""
+# OFFSET 0 keeps `taken` a column computed once a row: inlined, PostgreSQL planned and ran its count up to
+# three times (filter, bound, sort).
+_CANDIDATE = """SELECT i.id, i.status, t.taken FROM {item} i CROSS JOIN LATERAL (SELECT {taken} AS taken OFFSET 0) t
     WHERE i.project_id = %(project)s AND {where} AND t.taken < %(overlap)s
     AND NOT EXISTS (SELECT 1 FROM {assignment} m WHERE m.item_id = i.id AND m.annotator_id = %(user)s)
-    ORDER BY {order} LIMIT %(limit)s FOR UPDATE OF i SKIP LOCKED"""
+    ORDER BY {order} LIMIT {limit} FOR UPDATE OF i SKIP LOCKED"""
+# queue_routes in SQL (evaluated once per statement): only the human route once any item is routed to humans.
+_HUMAN_ROUTED = "EXISTS (SELECT 1 FROM {item} h WHERE h.project_id = %(project)s AND h.route = {human})"
+# The rows locked, with their number of responses, counted as _recount counts it (the item LEFT JOIN them).
+_WITH_RESPONSES = """SELECT c.id, c.status, c.taken,
+    GREATEST(1, (SELECT count(*) FROM {response} r WHERE r.item_id = c.id)) FROM ({candidates}) c"""
+# The annotator's leases in the project.
+_LEASED = """EXISTS (SELECT 1 FROM {assignment} la JOIN {item} li ON li.id = la.item_id
+    WHERE li.project_id = %(project)s AND la.annotator_id = %(user)s AND la.status = {leased})"""
 
 
 def _lock_by_status(
-    project: Project, routes: tuple[str, ...], user: Any, tier: str, overlap: int, now: Any
-) -> list[tuple[int, str]]:
+    project: Project, user: Any, tier: str, overlap: int, now: Any, *, unless_leased: bool = False
+) -> list[tuple[int, str, int]]:
     """Lock (SKIP LOCKED) the first candidates in the queue's order, found through the item status.
 
     PostgreSQL only. The order is the full query's (most slots taken first, then by id) over the items
     that are not complete: the started items with a slot taken, else the first items with none taken,
-    started or pending. Returns (item id, status) pairs.
+    started or pending. unless_leased: lock nothing, and return nothing, where the annotator holds a
+    lease in the project. Returns (item id, status, number of responses) triples.
     """
     tables = {
         "item": connection.ops.quote_name(Item._meta.db_table),
         "assignment": connection.ops.quote_name(Assignment._meta.db_table),
+        "response": connection.ops.quote_name(Response._meta.db_table),
+        **_WORDS,
     }
+    # The queue's route (queue_routes), decided in the statement: human once any item of the project is
+    # routed to humans, else unrouted (queue_routes' "unrouted or human" then finds only unrouted items).
+    route = f"i.route = (CASE WHEN {_HUMAN_ROUTED.format(**tables)} THEN {{human}} ELSE {{unrouted}} END)"
+    gate = f" AND NOT {_LEASED.format(**tables)}" if unless_leased else ""
 
     def candidates(where: str, order: str) -> str:
-        return _CANDIDATE.format(where=where, order=order, taken=_TAKEN.format(**tables), **tables)
+        return _CANDIDATE.format(
+            where=f"{route} AND {where}".format(**tables) + gate,
+            order=order,
+            taken=_TAKEN.format(item_ref="i.id", **tables),
+            limit=int(_CANDIDATES),
+            **tables,
+        )
 
-    params = {
-        "project": project.pk,
-        "routes": list(routes),
-        "started": [Item.IN_PROGRESS, Item.SKIPPED],
-        "pending": Item.PENDING,
-        "tier": tier,
-        "overlap": overlap,
-        "user": user.pk,
-        "now": now,
-        "submitted": Assignment.SUBMITTED,
-        "leased": Assignment.LEASED,
-        "limit": _CANDIDATES,
-    }
-    started = "i.route = ANY(%(routes)s) AND i.status = ANY(%(started)s)"
+    def with_responses(sql: str) -> str:
+        return _WITH_RESPONSES.format(candidates=sql, **tables)
+
+    params = {"project": project.pk, "tier": tier, "overlap": overlap, "user": user.pk, "now": now}
+    started = "i.status IN ({in_progress}, {skipped})"
     with connection.cursor() as cursor:
-        cursor.execute(candidates(f"{started} AND t.taken > 0", "t.taken DESC, i.id"), params)
-        found = cursor.fetchall()
-        if found:
-            return [(pk, status) for pk, status, _ in found]
-        # No started item with a slot taken: the first with none taken, started or pending (one ordered
-        # index scan per route).
-        parts = [candidates(f"{started} AND t.taken = 0", "i.id")]
-        for k, route in enumerate(routes):
-            params[f"route{k}"] = route
-            parts.append(candidates(f"i.route = %(route{k})s AND i.status = %(pending)s", "i.id"))
-        # The SQL is built from constants and table names only; every value is a parameter.
-        union = " UNION ALL ".join(f"SELECT * FROM ({part}) c{k}" for k, part in enumerate(parts))  # noqa: S608
-        cursor.execute(union, params)
-        fresh = cursor.fetchall()
+        # Two statements, not one: PostgreSQL plans each run (see settings), and the second is needed
+        # only about every other claim (an item's first annotator), so it is only then planned.
+        cursor.execute(with_responses(candidates(f"{started} AND t.taken > 0", "t.taken DESC, i.id")), params)
+        rows = cursor.fetchall()
+        if not rows:
+            # No started item with a slot taken: the first with none taken, started or pending (an
+            # ordered index scan each).
+            parts = [
+                candidates(f"{started} AND t.taken = 0", "i.id"),
+                candidates("i.status = {pending}", "i.id"),
+            ]
+            union = " UNION ALL ".join(f"SELECT * FROM ({part}) c{k}" for k, part in enumerate(parts))  # noqa: S608
+            cursor.execute(with_responses(union), params)
+            rows = cursor.fetchall()
     # taken is 0 on a pending item (claim_next creates an item's first assignment and sets in_progress
     # with it); were it not, the full query's order still applies among the rows found.
-    return [(pk, status) for _, pk, status in sorted((-taken, pk, status) for pk, status, taken in fresh)][:_CANDIDATES]
+    ordered = sorted((-taken, pk, status, n) for pk, status, taken, n in rows)
+    return [(pk, status, n) for _, pk, status, n in ordered][:_CANDIDATES]
+
+
+# Inserts only where the item has a free slot and the annotator no assignment of it, both counted afresh (a
+# claim of the same annotator in another tab may have committed since the candidates' statement). Returns,
+# with the new assignment's id, the item and what the annotation workspace shows with it (the annotator's
+# progress, the responses: selectors.WORKSPACE_COLUMNS), so that the page needs no query of its own.
+_CLAIM = """WITH free AS (SELECT 1 WHERE {taken} < %(overlap)s
+        AND NOT EXISTS (SELECT 1 FROM {assignment} m WHERE m.item_id = %(item)s AND m.annotator_id = %(user)s)),
+    claimed AS (INSERT INTO {assignment} ({columns}) SELECT {values} FROM free RETURNING id),
+    started AS (UPDATE {item} SET status = %(in_progress)s
+        WHERE id = %(item)s AND status = %(pending)s AND EXISTS (SELECT 1 FROM claimed))
+    SELECT i.*, claimed.id AS hp_assignment, {workspace} FROM claimed, {item} i WHERE i.id = %(item)s"""
+
+
+def insert_values(obj: Any) -> tuple[list[str], list[Any]]:
+    """The (quoted) columns and database values of a new model instance, as Model.save() would insert them."""
+    columns, values = [], []
+    for field in obj._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        values.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
+    return columns, values
+
+
+def _claim_if_free(
+    project: Project, item_id: int, user: Any, tier: str, overlap: int, now: Any, n_responses: int
+) -> Assignment | None:
+    """PostgreSQL, with the item locked: _recount, Assignment.objects.create and the item's pending ->
+    in_progress in one statement. A fresh statement, so it counts every claim committed before the lock.
+    Returns the new assignment, or None where the item has no free slot left. The assignment comes with
+    its item and `workspace`: selectors.item_for_annotation's answer for it."""
+    assignment = Assignment(
+        item_id=item_id,
+        annotator=user,
+        tier=tier,
+        display_order=display_order(item_id, user.pk, n_responses),
+        lease_expires_at=now + lease_duration(),
+    )
+    params: dict[str, Any] = {
+        "item": item_id,
+        "user": user.pk,
+        "tier": tier,
+        "overlap": overlap,
+        "now": now,
+        "in_progress": Item.IN_PROGRESS,
+        "pending": Item.PENDING,
+    }
+    columns, values = insert_values(assignment)
+    params.update((f"v{k}", value) for k, value in enumerate(values))
+    workspace, workspace_params = selectors.workspace_columns(user, project)
+    params.update(workspace_params)
+    assignment_table = connection.ops.quote_name(Assignment._meta.db_table)
+    sql = _CLAIM.format(
+        taken=_TAKEN.format(item_ref="%(item)s", assignment=assignment_table, **_WORDS),
+        assignment=assignment_table,
+        item=connection.ops.quote_name(Item._meta.db_table),
+        columns=", ".join(columns),
+        values=", ".join(f"%(v{k})s" for k in range(len(values))),
+        workspace=workspace,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        items = models_from_cursor(Item, cursor)
+    if not items:
+        return None
+    assignment.pk = items[0].hp_assignment  # type: ignore[attr-defined]
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
+    if items[0].status == Item.PENDING:  # as `started` left it (the statement reads the rows as they were)
+        items[0].status = Item.IN_PROGRESS
+    Assignment.item.field.set_cached_value(assignment, items[0])
+    assignment.workspace = selectors.workspace_from_row(items[0])  # type: ignore[attr-defined]
+    return assignment
 
 
 def _recount(item_id: int, tier: str, overlap: int, now: Any) -> tuple[int, int]:
@@ -313,15 +472,9 @@ def _recount(item_id: int, tier: str, overlap: int, now: Any) -> tuple[int, int]
         "SELECT {taken}, (SELECT count(*) FROM {item} i2 LEFT JOIN {response} r ON r.item_id = i2.id"
         " WHERE i2.id = i.id) FROM {item} i WHERE i.id = %(item)s"
     )
-    params = {
-        "item": item_id,
-        "tier": tier,
-        "now": now,
-        "submitted": Assignment.SUBMITTED,
-        "leased": Assignment.LEASED,
-    }
+    params = {"item": item_id, "tier": tier, "now": now}
     with connection.cursor() as cursor:
-        cursor.execute(sql.format(taken=_TAKEN.format(**tables), **tables), params)
+        cursor.execute(sql.format(taken=_TAKEN.format(item_ref="i.id", **tables, **_WORDS), **tables), params)
         row = cursor.fetchone()
     if row is None:  # the item was deleted meanwhile
         return 0, 0
