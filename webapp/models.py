@@ -558,3 +558,21 @@ class RoutingRun(models.Model):
 
     def __str__(self) -> str:
         return f"routing {self.pk} of {self.project_id} ({self.strategy}, {self.budget})"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the HTTP API. Only its sha256 is stored; the token is shown once, when made."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 hex of the token.")
+    prefix = models.CharField(max_length=8, help_text="The token's first 8 characters, to recognise it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}... ({self.name or 'token'}) of {self.user_id}"

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from webapp import views, views_annotate, views_exports, views_judges, views_routing
+from webapp.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -27,5 +28,6 @@ urlpatterns = [
     path("p/<slug:slug>/routing/", views_routing.routing_page, name="routing"),
     path("p/<slug:slug>/routing/features", views_routing.features_start, name="routing-features"),
     path("p/<slug:slug>/routing/route", views_routing.routing_start, name="routing-start"),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]
