@@ -78,7 +78,8 @@ The runner (`bench/run.py`) reads `DATABASE_URL` (as `make bench` sets it) and n
 database: it drops and re-creates a scratch database with the same name plus `_bench` on the same
 PostgreSQL server, applies the migrations to it (`manage.py migrate`), and runs each benchmark in a
 fresh child Python process with `DATABASE_URL` pointing at the scratch database, after a
-`CHECKPOINT` so that no benchmark inherits another's pending writes. The database server runs on
+`VACUUM (ANALYZE)` of the scratch database, a wait (up to 90 s) until no autovacuum worker runs, and a
+`CHECKPOINT`, so that no benchmark inherits another's pending writes or maintenance. The database server runs on
 the same machine, with the settings listed under Results, so the client and the server share its
 cores; anything else running on the machine slows the figures (see the load average). Times are
 wall-clock (`time.perf_counter()`); each figure is one run, not a best-of. Peak memory is the peak
@@ -122,6 +123,37 @@ def _checkpoint(url: str) -> None:
             conn.execute("CHECKPOINT")
     except psycopg.Error as exc:  # needs superuser or pg_checkpoint: then the runs are just noisier
         print(f"bench: no CHECKPOINT before the benchmark ({exc})", flush=True)
+
+
+def _settle(scratch_url: str, timeout_s: float = 90.0) -> None:
+    """Vacuum and analyze what the previous benchmark left, and wait for autovacuum to go quiet.
+
+    Otherwise autovacuum works through the previous benchmark's rows (100,000 imported items) while the
+    next one is measured, and the next one's figures pay for it.
+    """
+    import psycopg
+
+    parts = urlsplit(scratch_url)
+    try:
+        with psycopg.connect(
+            host=parts.hostname or None,
+            port=parts.port or None,
+            user=unquote(parts.username or "") or None,
+            password=unquote(parts.password or "") or None,
+            dbname=unquote(parts.path.lstrip("/")),
+            autocommit=True,
+        ) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                busy = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                ).fetchone()
+                if not busy or not busy[0]:
+                    break
+                time.sleep(1.0)
+    except psycopg.Error as exc:
+        print(f"bench: could not settle the database before the benchmark ({exc})", flush=True)
 
 
 SERVER_SETTINGS = (
@@ -320,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             if remaining < 10:
                 bench_rows, bench_notes, error = [], [], "skipped: the run's time budget is spent"
             else:
+                _settle(url)
                 _checkpoint(url)
                 bench_rows, bench_notes, error = _run_child(bench, env, min(bench.timeout_s, remaining))
             if error:
