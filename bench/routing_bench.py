@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PANDALM = ROOT / "webapp" / "demo_data" / "pandalm" / "pandalm_testset_joined.jsonl"
 FEATURE_ITEMS = 10_000
 # Measured on a fifth of the items and scaled up (the work is linear in items), to keep make bench short.
-FEATURE_SAMPLE = 2_000
+FEATURE_SAMPLE = 1_000
 FEATURE_TARGET_S = 60.0
 SEEDS = 5
 BUDGETS = (0.1, 0.25, 0.5)

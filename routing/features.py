@@ -29,10 +29,11 @@ token embeddings. Texts are sorted by token length within chunks of `CHUNK_ITEMS
 padding, and truncated to 256 tokens ([CLS] + 254 + [SEP]), the model's sentence-transformers
 max_seq_length, so cosine_sim and bertscore only see the first 254 WordPiece tokens of a response;
 the length features count every token. The model dominates the cost: about 21 MFLOP per token, so
-10,000 items of 100-300-word responses (4.6M tokens) take roughly 11 minutes in float32 on two
-CPU cores (`bench/routing_features_bench.py`); Embedder(dtype="bfloat16") is about 2x faster on
-CPUs with AVX512-BF16 but moves scores by up to ~0.005 (a few bins in a thousand flip), so float32
-stays the default. A GPU (device="auto") is the way to do large datasets quickly.
+10,000 items of 100-300-word responses (4.6M model tokens) took 761 s in float32 on two CPU cores
+(`bench/routing_features_bench.py`, about 6,000 tokens/s); Embedder(dtype="bfloat16") was 1.4-2.4x
+faster in paired runs on a CPU with AVX512-BF16 but moves scores by up to ~0.005 (2-3 bins in a
+thousand flip), so float32 stays the default. A GPU (device="auto") is the way to do large
+datasets quickly.
 
 `binarize` cuts similarity scores into [0, 0.33] / (0.33, 0.67] / (0.67, 1] (values are clipped to
 [0, 1] first) and length features into the same bins after turning them into percentiles within
