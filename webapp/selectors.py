@@ -288,3 +288,11 @@ def run_for_project(project: Project, run_id: int) -> JudgeRun:
     if run is None:
         raise Http404("No such run")
     return run
+
+
+def manager_project(user: Any, slug: str, why: str) -> Project:
+    """The project, for one of its managers; 404 for no such project, 403 (saying `why`) for anyone else."""
+    project, role = project_for_user(user, slug)
+    if role != Membership.MANAGER:
+        raise PermissionDenied(why)
+    return project

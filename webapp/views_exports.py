@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -17,10 +16,7 @@ from webapp.views import HtmxHttpRequest
 
 
 def _manager_project(request: HtmxHttpRequest, slug: str) -> Project:
-    project, role = selectors.project_for_user(request.user, slug)
-    if role != Membership.MANAGER:
-        raise PermissionDenied("Only the project's managers export its data.")
-    return project
+    return selectors.manager_project(request.user, slug, "Only the project's managers export its data.")
 
 
 def _context(project: Project, **extra: object) -> dict[str, object]:

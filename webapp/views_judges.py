@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -22,10 +21,7 @@ JUDGE_FIELDS = ("name", "backend", "model", "base_url", "api_key_env", "weak", "
 
 
 def _manager_project(request: HtmxHttpRequest, slug: str) -> Project:
-    project, role = selectors.project_for_user(request.user, slug)
-    if role != Membership.MANAGER:
-        raise PermissionDenied("Only the project's managers run judges.")
-    return project
+    return selectors.manager_project(request.user, slug, "Only the project's managers run judges.")
 
 
 def _page_context(project: Project, **extra: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponse
@@ -17,10 +16,7 @@ from webapp.views import HtmxHttpRequest
 
 
 def _manager_project(request: HtmxHttpRequest, slug: str) -> Project:
-    project, role = selectors.project_for_user(request.user, slug)
-    if role != Membership.MANAGER:
-        raise PermissionDenied("Only the project's managers route its items.")
-    return project
+    return selectors.manager_project(request.user, slug, "Only the project's managers route its items.")
 
 
 def _context(project: Project, **extra: object) -> dict[str, object]:
