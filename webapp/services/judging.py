@@ -625,14 +625,14 @@ def _judge_jury(
         )
 
 
-def _finish_if_done(run: JudgeRun) -> None:
-    """Mark the run done when no unit is pending and no failure awaits a retry."""
+def _finish_if_done(run: JudgeRun, *, final: bool = False) -> None:
+    """Mark the run done when no unit is pending and (unless final) no failure awaits a retry."""
     units = Judgment.objects.filter(run=run, judge=run.judge)
     units = units.filter(order=COMBINED) if run.judge.backend == Judge.JURY else units.exclude(order=COMBINED)
-    open_units = units.filter(
-        Q(status=Judgment.PENDING) | Q(status=Judgment.FAILED, retryable=True, attempts__lt=MAX_ATTEMPTS)
-    )
-    if not open_units.exists():
+    waiting = Q(status=Judgment.PENDING)
+    if not final:
+        waiting |= Q(status=Judgment.FAILED, retryable=True, attempts__lt=MAX_ATTEMPTS)
+    if not units.filter(waiting).exists():
         JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.RUNNING).update(
             status=JudgeRun.DONE, finished_at=timezone.now()
         )
@@ -642,13 +642,4 @@ def finish_chunk_after_last_try(run_id: int) -> None:
     """After a chunk's last retry: retryable failures left are final; the run may be done."""
     run = JudgeRun.objects.select_related("judge").filter(pk=run_id).first()
     if run is not None:
-        _finish_if_done_final(run)
-
-
-def _finish_if_done_final(run: JudgeRun) -> None:
-    units = Judgment.objects.filter(run=run, judge=run.judge)
-    units = units.filter(order=COMBINED) if run.judge.backend == Judge.JURY else units.exclude(order=COMBINED)
-    if not units.filter(status=Judgment.PENDING).exists():
-        JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.RUNNING).update(
-            status=JudgeRun.DONE, finished_at=timezone.now()
-        )
+        _finish_if_done(run, final=True)
