@@ -333,6 +333,12 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, default=1, help="measured passes of N (default 1)")
     parser.add_argument("--warmup", type=int, default=96, help="submits before measuring (default 96)")
     parser.add_argument("--items", type=int, default=4000, help="items in the project (default 4000)")
+    parser.add_argument(
+        "--other-items",
+        type=int,
+        default=0,
+        help="items of another project, imported first (as make bench leaves it: 100000)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the measured passes")
     parser.add_argument("--queries", action="store_true", help="count and time the statements per request")
     parser.add_argument("--cold-markdown", action="store_true", help="clear the markdown cache before each request")
@@ -403,6 +409,16 @@ def main() -> int:
     # A cache key prefix of this run's own: nothing another run left in Redis (rendered markdown) is found.
     settings.CACHES["default"]["KEY_PREFIX"] = f"profile-{secrets.token_hex(6)}"
     started = time.perf_counter()
+    if args.other_items:  # the state `make bench` leaves before its annotate benchmark: another, bigger project
+        from bench.import_bench import generate
+        from webapp import scheme as sch
+        from webapp.services.imports import import_file
+        from webapp.services.projects import create_project
+
+        other = create_project(slug="profile-other", name="Other", kind=sch.PAIRWISE, scale=sch.LIKERT5)
+        generate(tmp / "other.jsonl", n=args.other_items, seed=1)
+        import_file(other, tmp / "other.jsonl", fmt="native")
+        (tmp / "other.jsonl").unlink()
     _, accounts = ab.setup(tmp)
     say(f"setup: {args.items} items, {len(accounts)} annotators in {time.perf_counter() - started:.1f} s")
     users = {u.username: u for u in get_user_model().objects.filter(username__in=[a for a, _ in accounts])}

@@ -399,3 +399,65 @@ def test_twenty_annotators_at_once_fill_every_item_exactly_to_the_overlap(n_item
         # The work was shared out, not done by one thread while the others waited.
         assert sum(1 for entries in submitted.values() if entries) > N_THREADS // 2
     print(f"\n{N_THREADS} threads, {n_items} items x {OVERLAP}: {elapsed:.2f}s")
+
+
+# --- the claim's plan -------------------------------------------------------------------------
+
+
+def _item_rows_filtered(plan: dict[str, Any]) -> int:
+    """Rows of webapp_item that the plan's scans read and threw away (EXPLAIN ANALYZE's 'Rows Removed by Filter')."""
+    removed = plan.get("Rows Removed by Filter", 0) if plan.get("Relation Name") == Item._meta.db_table else 0
+    return removed + sum(_item_rows_filtered(child) for child in plan.get("Plans", []))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the claim's statements are PostgreSQL's")
+def test_a_first_claim_does_not_read_the_items_of_a_bigger_project_imported_before(db: None) -> None:
+    # make bench's state, smaller: another project's items (lower ids, rows of a realistic size), then this one's.
+    # The planner once read the other project's items in id order on every claim (30 ms a submit).
+    other = ProjectFactory(slug="other", aspects=ASPECTS)
+    Item.objects.bulk_create(
+        Item(project=other, external_id=f"o{k}", prompt=f"{k} " + "x" * 1500) for k in range(30_000)
+    )
+    project = ProjectFactory(slug="queue", aspects=ASPECTS, overlap_normal=2, overlap_expert=0)
+    Item.objects.bulk_create(
+        Item(project=project, external_id=f"q{k}", prompt=f"{k} " + "x" * 1500) for k in range(6_000)
+    )
+    # 32 annotators have done the first 640 items (two each), as in the benchmark's window.
+    done = list(project.items.order_by("id")[:640])
+    team = [make_annotator(project, f"a{k}") for k in range(32)]
+    expires = timezone.now()
+    Assignment.objects.bulk_create(
+        Assignment(
+            item=item,
+            annotator=team[(2 * n + j) % 32],
+            display_order=[0, 1],
+            lease_expires_at=expires,
+            status=Assignment.SUBMITTED,
+        )
+        for n, item in enumerate(done)
+        for j in range(2)
+    )
+    Item.objects.filter(pk__in=[i.pk for i in done]).update(status=Item.COMPLETE)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE webapp_item")
+        cursor.execute("ANALYZE webapp_assignment")
+    alice = team[5]
+
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        assignment = claim_next(project, alice)
+    assert assignment is not None
+    assert assignment.item.project_id == project.pk
+
+    locking = [(sql, params) for sql, params in statements if "SKIP LOCKED" in sql]
+    assert locking, "the claim locks its candidates with SKIP LOCKED"
+    for sql, params in locking:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0][0]["Plan"]
+        assert _item_rows_filtered(plan) < 100, sql
