@@ -78,6 +78,30 @@ class _SchemaRejected(Exception):
     """The server refused response_format; the request goes again as text."""
 
 
+class ChatFailed(Exception):
+    """`OpenAIJudge.chat` got no usable completion. The message never holds the API key.
+
+    retryable: a transient failure (429, 5xx, timeout) that outlasted the retries; retry_after: the
+    wait the server last asked for, if it said.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass
+class ChatReply:
+    """One chat completion's text (API key scrubbed) and what it cost."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int
+
+
 @dataclass
 class _Completion:
     data: dict[str, Any]
@@ -221,6 +245,60 @@ class OpenAIJudge:
             if tokens and price is not None:
                 total += Decimal(str(price)) * tokens
         return total / Decimal(1_000_000)
+
+    # --- any chat request -----------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        schema_name: str = "answer",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatReply:
+        """One chat completion on this judge's endpoint and model, for prompts other than verdicts
+        (e.g. `routing.features.build_tagging_messages`).
+
+        The same HTTP path as judging: pooled keep-alive connections, the rate limiter, the API key from
+        `api_key_env`, retries of 429/5xx/timeouts with backoff and jitter. `schema` goes out as
+        response_format json_schema (strict) unless the judge's `structured` setting is "off" or the
+        server has refused response_format before; a server that refuses it gets the request again as
+        plain text. `temperature` and `max_tokens` default to the judge's settings. Thread-safe, so
+        callers may send `concurrency` requests at once. Raises ChatFailed (key scrubbed).
+        """
+        started = time.monotonic()
+        if self.api_key_env and not self._api_key:
+            raise ChatFailed(f"api_key_env: environment variable {self.api_key_env} is not set where the judge runs")
+        base: dict[str, Any] = {
+            "messages": [{"role": str(m["role"]), "content": str(m["content"])} for m in messages],
+            "max_tokens": int(max_tokens or self.max_tokens),
+        }
+        if temperature is not None:
+            base["temperature"] = float(temperature)
+        while True:
+            use_schema = schema is not None and self.structured != "off" and not self._schema_rejected
+            body = dict(base)
+            if use_schema:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": schema_name, "schema": dict(schema or {}), "strict": True},
+                }
+            try:
+                completion = self._complete(body, schema_sent=use_schema)
+            except _SchemaRejected:
+                continue
+            except _CallFailed as exc:
+                raise ChatFailed(self._scrub(str(exc)), retryable=exc.retryable, retry_after=exc.retry_after) from None
+            break
+        choice = (completion.data.get("choices") or [{}])[0] or {}
+        return ChatReply(
+            text=self._scrub(_message_text((choice.get("message") or {}).get("content"))),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_ms=round((time.monotonic() - started) * 1000),
+        )
 
     # --- one request ---------------------------------------------------------------------------------
 

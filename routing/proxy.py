@@ -99,11 +99,13 @@ def hybrid_proxy_score(
     folds: int = 2,
     l2: float = 1.0,
     seed: int = 0,
+    max_pairs: int | None = None,
 ) -> float:
     """Score a labelled dataset with the proxy, cross-fitted: split the items into ``folds`` parts (with
     ``seed``); for each part, train on the other parts' ``labels`` and measure accuracy on this part's
     ``reference`` labels; return the mean over the parts (NaN parts skipped; NaN if all are). Every item's
-    label counts, and no item is scored by a model that saw its own label."""
+    label counts, and no item is scored by a model that saw its own label. ``max_pairs`` caps each fit's
+    training pairs (``train_bt``)."""
     labels, reference = np.asarray(labels), np.asarray(reference)
     n = len(labels)
     if folds < 2 or n < folds:
@@ -113,7 +115,32 @@ def hybrid_proxy_score(
     for part in parts:
         train = np.ones(n, dtype=bool)
         train[part] = False
-        model = train_bt(emb_a[train], emb_b[train], labels[train], l2, seed)
+        model = train_bt(emb_a[train], emb_b[train], labels[train], l2, seed, max_pairs=max_pairs)
         scores.append(score_bt(model, emb_a[part], emb_b[part], reference[part]))
     finite = [s for s in scores if np.isfinite(s)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def hybrid_labels(ai: np.ndarray, human_first: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """A candidate's hybrid label set: the human label (``human_first``) at the indices ``human``, the AI
+    label everywhere else (labels -1/0/+1; the replay builds its hybrids the same way)."""
+    ai_v, human_v = np.asarray(ai), np.asarray(human_first)
+    if ai_v.shape != human_v.shape or ai_v.ndim != 1:
+        raise ValueError(f"ai and human_first must be 1-D and the same length; got {ai_v.shape}, {human_v.shape}")
+    idx = np.asarray(human, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(ai_v)):
+        raise ValueError("human indices out of range")
+    out = ai_v.astype(np.int64)
+    out[idx] = human_v[idx]
+    return out
+
+
+def reference_labels(majority: np.ndarray, n_human: np.ndarray, min_annotations: int = 2) -> np.ndarray:
+    """The human reference the proxy is scored on: the human majority where an item has at least
+    ``min_annotations`` human annotations, 0 elsewhere (``score_bt`` leaves 0, a tie or no reference, out)."""
+    m, n = np.asarray(majority), np.asarray(n_human)
+    if m.shape != n.shape or m.ndim != 1:
+        raise ValueError(f"majority and n_human must be 1-D and the same length; got {m.shape}, {n.shape}")
+    if min_annotations < 1:
+        raise ValueError(f"min_annotations must be >= 1; got {min_annotations}")
+    return np.where(n >= min_annotations, m, 0).astype(np.int64)

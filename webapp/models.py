@@ -576,3 +576,62 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}... ({self.name or 'token'}) of {self.user_id}"
+
+
+class RoutingJob(models.Model):
+    """A background routing job and its progress: metadata tagging of items, or proxy scoring of candidates.
+
+    ``total`` is fixed when the job starts (the items or candidates it will handle); ``done`` and
+    ``failed`` count what it handled, in the same transaction as the results, so a job that runs twice
+    (a redelivered task) never counts one thing twice. At most one job of a kind is queued or running
+    per project.
+    """
+
+    TAGGING, PROXY = "tagging", "proxy"
+    KINDS = (TAGGING, PROXY)
+    QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+    STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+    ACTIVE = (QUEUED, RUNNING)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="routing_jobs")
+    kind = models.CharField(max_length=10, choices=_choices(KINDS))
+    # Tagging: the judge that tags. Proxy scoring: the judge whose verdicts are the AI labels (None: the only one).
+    judge = models.ForeignKey(Judge, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=10, choices=_choices(STATUSES), default=QUEUED)
+    force = models.BooleanField(default=False, help_text="Redo items or candidates that have tags or scores.")
+    # What the job works on and how: item_ids or candidate_ids, the prompt version, per-candidate failures.
+    options = models.JSONField(default=dict, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            _in("kind", ("tagging", "proxy"), "routingjob_kind_valid"),
+            _in("status", ("queued", "running", "done", "failed"), "routingjob_status_valid"),
+            models.CheckConstraint(
+                condition=Q(done__lte=models.F("total") - models.F("failed")), name="routingjob_counts_within_total"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=Q(status__in=("queued", "running")),
+                name="routingjob_one_active_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} of {self.project_id} ({self.status}, {self.done + self.failed}/{self.total})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def percent(self) -> int:
+        return round(100 * (self.done + self.failed) / self.total) if self.total else 100

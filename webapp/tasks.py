@@ -46,3 +46,21 @@ def compute_features(project_id: int) -> int:
 
     project = Project.objects.filter(pk=project_id).first()
     return compute(project) if project is not None else 0
+
+
+@shared_task(name="webapp.tag_items", acks_late=True, reject_on_worker_lost=True)
+def tag_items(job_id: int) -> dict[str, Any]:
+    """A metadata-tagging job; resumable (what the job stored is skipped on a second run)."""
+    from webapp.services.tagging import run_tagging_job
+
+    job = run_tagging_job(job_id)
+    return {"status": job.status, "done": job.done, "failed": job.failed} if job else {"status": "missing"}
+
+
+@shared_task(name="webapp.score_candidates", acks_late=True, reject_on_worker_lost=True)
+def score_candidates(job_id: int) -> dict[str, Any]:
+    """A proxy-scoring job; resumable (candidates the job scored are skipped on a second run)."""
+    from webapp.services.routing import run_proxy_job
+
+    job = run_proxy_job(job_id)
+    return {"status": job.status, "done": job.done, "failed": job.failed} if job else {"status": "missing"}

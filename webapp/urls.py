@@ -28,6 +28,9 @@ urlpatterns = [
     path("p/<slug:slug>/routing/", views_routing.routing_page, name="routing"),
     path("p/<slug:slug>/routing/features", views_routing.features_start, name="routing-features"),
     path("p/<slug:slug>/routing/route", views_routing.routing_start, name="routing-start"),
+    path("p/<slug:slug>/routing/preview", views_routing.routing_preview, name="routing-preview"),
+    path("p/<slug:slug>/routing/tags", views_routing.tagging_start, name="routing-tags"),
+    path("p/<slug:slug>/routing/proxy", views_routing.proxy_start, name="routing-proxy"),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -1,4 +1,4 @@
-"""The manager's routing page: features, a budget control, routing runs and their summaries."""
+"""The manager's routing page: features and tags, proxy scores, a budget control with its preview, routing runs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp import selectors
-from webapp.models import Membership, Project, RoutingCandidate, RoutingRun
-from webapp.services.routing import RoutingError, route_project
+from webapp.models import Judge, Membership, Project, RoutingCandidate, RoutingJob, RoutingRun
+from webapp.services.routing import (
+    BudgetPreview,
+    RoutingError,
+    budget_preview,
+    parse_budget,
+    route_project,
+    start_proxy_scoring,
+)
+from webapp.services.tagging import count_tagged, start_tagging
 from webapp.views import HtmxHttpRequest
+
+PREVIEW_FIELDS = ("budget", "judge", "seed", "candidates")
 
 
 def _manager_project(request: HtmxHttpRequest, slug: str) -> Project:
@@ -23,12 +33,20 @@ def _context(project: Project, **extra: object) -> dict[str, object]:
     n_items = project.items.count()
     with_features = project.items.filter(features__has_key="lexical").count()
     routes = dict(project.items.values("route").annotate(n=Count("id")).values_list("route", "n"))
+    jobs = {kind: project.routing_jobs.filter(kind=kind).select_related("judge").first() for kind in RoutingJob.KINDS}
+    features_running = bool(with_features) and with_features < n_items
     return {
         "project": project,
         "role": Membership.MANAGER,
         "n_items": n_items,
         "with_features": with_features,
         "features_missing": n_items - with_features,
+        "tagged": count_tagged(project),
+        "tagging_job": jobs[RoutingJob.TAGGING],
+        "proxy_job": jobs[RoutingJob.PROXY],
+        "polling": features_running or any(j is not None and j.active for j in jobs.values()),
+        "taggers": Judge.objects.filter(backend=Judge.OPENAI, active=True).order_by("name"),
+        "unscored": RoutingCandidate.objects.filter(project=project, score__isnull=True).count(),
         "routes": routes,
         "runs": project.routing_runs.select_related("created_by")[:20],
         "strategies": RoutingRun.STRATEGIES,
@@ -37,18 +55,95 @@ def _context(project: Project, **extra: object) -> dict[str, object]:
             set(project.items.filter(judgments__status="done").values_list("judgments__judge__name", flat=True))
         ),
         "error": "",
+        "job_error": "",
         "form": {},
+        "preview": None,
+        "preview_error": "",
         **extra,
     }
+
+
+def _preview(project: Project, form: dict[str, str]) -> tuple[BudgetPreview | None, str]:
+    """The budget preview for the form's values, or the reason there is none."""
+    try:
+        return (
+            budget_preview(
+                project,
+                parse_budget(form.get("budget") or "0.25"),
+                judge=form.get("judge") or None,
+                seed=int(form.get("seed") or 0),
+                n_candidates=int(form.get("candidates") or 1024),
+            ),
+            "",
+        )
+    except RoutingError as exc:
+        return None, str(exc)
+    except ValueError as exc:
+        return None, f"budget, seed and candidates must be numbers ({exc})"
 
 
 @require_GET
 def routing_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project = _manager_project(request, slug)
-    template = "webapp/routing.html"
     if request.htmx:
-        template += "#status"
-    return render(request, template, _context(project))
+        return render(request, "webapp/routing.html#status", _context(project))
+    preview, preview_error = _preview(project, {})
+    return render(request, "webapp/routing.html", _context(project, preview=preview, preview_error=preview_error))
+
+
+@require_GET
+def routing_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """What a budget buys before routing: the preview partial for htmx, else the whole page with it."""
+    project = _manager_project(request, slug)
+    form = {k: request.GET.get(k, "").strip() for k in PREVIEW_FIELDS}
+    preview, preview_error = _preview(project, form)
+    if request.htmx:
+        return render(
+            request,
+            "webapp/routing.html#preview",
+            {"project": project, "preview": preview, "preview_error": preview_error, "form": form},
+        )
+    context = _context(project, preview=preview, preview_error=preview_error, form=form)
+    return render(request, "webapp/routing.html", context, status=400 if preview_error else 200)
+
+
+@require_POST
+def tagging_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    project = _manager_project(request, slug)
+    judge = Judge.objects.filter(name=request.POST.get("judge", "").strip()).first()
+    try:
+        if judge is None:
+            raise RoutingError("judge: choose an OpenAI-compatible judge to tag with")
+        job = start_tagging(project, judge, force=request.POST.get("force") == "on", user=request.user)
+    except RoutingError as exc:
+        return render(request, "webapp/routing.html", _context(project, job_error=str(exc)), status=400)
+    if job.total:
+        messages.success(request, f"Tagging {job.total} item(s) with {judge.name} on a worker (job {job.pk}).")
+    else:
+        messages.info(request, "Every item is tagged with the current prompt already (tick “again” to redo them).")
+    return redirect("routing", slug=project.slug)
+
+
+@require_POST
+def proxy_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    project = _manager_project(request, slug)
+    try:
+        new = int(request.POST.get("new", "").strip() or 0)
+        job = start_proxy_scoring(
+            project,
+            judge=request.POST.get("judge", "").strip() or None,
+            new=new,
+            force=request.POST.get("force") == "on",
+            user=request.user,
+        )
+    except (RoutingError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, RoutingError) else "new candidates must be a whole number"
+        return render(request, "webapp/routing.html", _context(project, job_error=message), status=400)
+    if job.total:
+        messages.success(request, f"Scoring {job.total} candidate(s) with the proxy on a worker (job {job.pk}).")
+    else:
+        messages.info(request, "Every candidate has a score already: make new ones, or tick “again” to rescore.")
+    return redirect("routing", slug=project.slug)
 
 
 @require_POST
@@ -66,12 +161,10 @@ def routing_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project = _manager_project(request, slug)
     form = {k: request.POST.get(k, "").strip() for k in ("strategy", "budget", "seed", "judge", "candidates")}
     try:
-        budget_value = float(form["budget"])
-        budget: float | int = int(budget_value) if budget_value > 1 else budget_value
         run = route_project(
             project,
             strategy=form["strategy"],
-            budget=budget,
+            budget=parse_budget(form["budget"]),
             seed=int(form["seed"] or 0),
             n_candidates=int(form["candidates"] or 1024),
             judge=form["judge"] or None,
@@ -79,6 +172,8 @@ def routing_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         )
     except (RoutingError, ValueError) as exc:
         message = str(exc) if isinstance(exc, RoutingError) else f"budget, seed and candidates must be numbers ({exc})"
-        return render(request, "webapp/routing.html", _context(project, error=message, form=form), status=400)
+        preview, preview_error = _preview(project, form)
+        context = _context(project, error=message, form=form, preview=preview, preview_error=preview_error)
+        return render(request, "webapp/routing.html", context, status=400)
     messages.success(request, f"Routing run {run.pk}: {run.budget_n} items to humans.")
     return redirect("routing", slug=project.slug)
