@@ -8,7 +8,7 @@ PORT ?= 8000
 TEST_ENV := HYBRIDPREF_MODE=test DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hybridpref} \
 	CELERY_BROKER_URL=$${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}
 
-.PHONY: install demo test lint typecheck services bench clean
+.PHONY: install demo test lint typecheck services bench loadtest clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: install services lint typecheck
 
 bench: install services
 	$(TEST_ENV) $(BIN)/python bench/run.py
+
+# 100 simulated annotators for 5 minutes with a judge run and a routing run (bench/load_test.py).
+loadtest: install services
+	$(TEST_ENV) $(BIN)/python bench/load_test.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -384,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(docs/benchmarks.md not written)")
     else:
         DOCS.parent.mkdir(exist_ok=True)
-        DOCS.write_text(_document(table, machine, versions, server, meta))
+        text = _document(table, machine, versions, server, meta)
+        # The load test (bench/load_test.py, `make loadtest`) keeps its own section: carry it over.
+        old = DOCS.read_text() if DOCS.exists() else ""
+        begin, end = "<!-- load test: begin -->", "<!-- load test: end -->"
+        if begin in old and end in old:
+            text = text.rstrip("\n") + "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+        DOCS.write_text(text)
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
     return 1 if any(r.passed is False for r in rows) else 0
 
