@@ -9,13 +9,15 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.db.models import Avg, Count, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
 from webapp.models import (
     AnnotatorProfile,
     Assignment,
+    ExportSnapshot,
     HumanAnnotation,
     Item,
     Judge,
@@ -24,6 +26,7 @@ from webapp.models import (
     Membership,
     Project,
     Response,
+    RoutingRun,
 )
 from webapp.rawsql import fetch_models
 
@@ -296,3 +299,216 @@ def manager_project(user: Any, slug: str, why: str) -> Project:
     if role != Membership.MANAGER:
         raise PermissionDenied(why)
     return project
+
+
+# --- the HTTP API's reads -------------------------------------------------------------------------
+
+
+def api_projects(user: Any) -> QuerySet[Project]:
+    """The projects the user may see, by slug, each with n_items and member_role: the user's role in it as
+    project_access has it (a superuser sees every project, as a manager)."""
+    n_items = Item.objects.filter(project=OuterRef("pk")).order_by().values("project").annotate(n=Count("id"))
+    projects = Project.objects.annotate(n_items=Coalesce(Subquery(n_items.values("n")), 0))
+    if getattr(user, "is_superuser", False):
+        return projects.annotate(member_role=Value(Membership.MANAGER)).order_by("slug")
+    memberships = Membership.objects.filter(project=OuterRef("pk"), user_id=user.pk)
+    return (
+        projects.filter(Exists(memberships))
+        .annotate(member_role=Subquery(memberships.values("role")[:1]))
+        .order_by("slug")
+    )
+
+
+def project_counts(project: Project) -> dict[str, Any]:
+    """What the project holds: items (by route and by status), human annotations, judgments, runs, exports."""
+    by_route = dict(project.items.order_by().values_list("route").annotate(n=Count("id")).values_list("route", "n"))
+    by_status = dict(project.items.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    return {
+        "items": sum(by_route.values()),
+        "items_by_route": {route: by_route.get(route, 0) for route in Item.ROUTES},
+        "items_by_status": {status: by_status.get(status, 0) for status in Item.STATUSES},
+        "human_annotations": HumanAnnotation.objects.filter(item__project=project).count(),
+        "judgments": Judgment.objects.filter(item__project=project).count(),
+        "routing_runs": project.routing_runs.count(),
+        "exports": project.exports.count(),
+    }
+
+
+def api_items(project: Project, *, route: str | None = None, status: str | None = None) -> QuerySet[Item]:
+    """The project's items by id, with their counts of human annotations and judgments (page rows only)."""
+    items = project.items.all()
+    if route:
+        items = items.filter(route=route)
+    if status:
+        items = items.filter(status=status)
+    n_human = HumanAnnotation.objects.filter(item=OuterRef("pk")).order_by().values("item").annotate(n=Count("id"))
+    n_judgments = Judgment.objects.filter(item=OuterRef("pk")).order_by().values("item").annotate(n=Count("id"))
+    return items.annotate(
+        n_human=Coalesce(Subquery(n_human.values("n")), 0),
+        n_judgments=Coalesce(Subquery(n_judgments.values("n")), 0),
+    ).order_by("id")
+
+
+def api_item(project: Project, item_id: int) -> Item:
+    """One of the project's items with its responses (by position); 404 for any other."""
+    item = api_items(project).filter(pk=item_id).prefetch_related("responses").first()
+    if item is None:
+        raise Http404("No such item")
+    return item
+
+
+# What annotation and judgment rows leave out of their item (only its id and external id are shown).
+_ITEM_BULK = ("item__prompt", "item__conversation", "item__metadata", "item__features", "item__route_reason")
+
+
+def project_annotations(
+    project: Project, *, item: str | None = None, tier: str | None = None
+) -> QuerySet[HumanAnnotation]:
+    """The human annotations on the project's items, by id; `item` is an item's external id."""
+    annotations = HumanAnnotation.objects.filter(item__project=project)
+    if item:
+        annotations = annotations.filter(item__external_id=item)
+    if tier:
+        annotations = annotations.filter(tier=tier)
+    return annotations.select_related("item", "annotator").defer(*_ITEM_BULK).order_by("id")
+
+
+def project_judgments(
+    project: Project, *, judge: str | None = None, status: str | None = None, order: str | None = None
+) -> QuerySet[Judgment]:
+    """The judgments on the project's items, by id; `judge` is a judge's name, `order` one like "0-1" or "combined"."""
+    judgments = Judgment.objects.filter(item__project=project)
+    if judge:
+        judgments = judgments.filter(judge__name=judge)
+    if status:
+        judgments = judgments.filter(status=status)
+    if order:
+        judgments = judgments.filter(order=order)
+    return judgments.select_related("item", "judge").defer("raw_output", *_ITEM_BULK).order_by("id")
+
+
+def project_routing_runs(project: Project) -> QuerySet[RoutingRun]:
+    return RoutingRun.objects.filter(project=project).select_related("created_by").order_by("-created_at", "-id")
+
+
+def routing_run_for_project(project: Project, run_id: int) -> RoutingRun:
+    run = project_routing_runs(project).filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such routing run")
+    return run
+
+
+def project_exports(project: Project) -> QuerySet[ExportSnapshot]:
+    return ExportSnapshot.objects.filter(project=project).order_by("-version")
+
+
+def may_create_projects(user: Any) -> bool:
+    """Whoever may add a project in the admin site: a superuser, or staff with the add_project permission."""
+    return bool(getattr(user, "is_superuser", False)) or (
+        bool(getattr(user, "is_staff", False)) and user.has_perm("webapp.add_project")
+    )
+
+
+# --- the manager console's reads (views_console.py) ---------------------------------------------------
+# Imports local to these functions: the module's import block is shared by several features.
+
+
+def is_console_admin(user: Any) -> bool:
+    """An admin of the manager console: a superuser or staff member (every project, every person)."""
+    return bool(getattr(user, "is_superuser", False) or getattr(user, "is_staff", False))
+
+
+def managed_projects(user: Any) -> QuerySet[Project]:
+    """The projects whose settings, data and people the user manages: an admin's all, a manager's own."""
+    projects = Project.objects.all()
+    if not is_console_admin(user):
+        projects = projects.filter(memberships__user_id=user.pk, memberships__role=Membership.MANAGER)
+    return projects.order_by("name", "slug")
+
+
+def console_project(user: Any, slug: str, why: str) -> Project:
+    """The project, for one of its managers or an admin; 404 for no such project, 403 (saying `why`) for anyone else."""
+    if is_console_admin(user):
+        project = Project.objects.filter(slug=slug).first()
+        if project is None:
+            raise Http404("No such project")
+        return project
+    return manager_project(user, slug, why)
+
+
+def may_manage_people(user: Any) -> bool:
+    """Whoever may open the people pages: an admin, or the manager of at least one project."""
+    return is_console_admin(user) or Membership.objects.filter(user_id=user.pk, role=Membership.MANAGER).exists()
+
+
+def people_for(user: Any, query: str = "", project: Project | None = None) -> QuerySet[Any]:
+    """The accounts the user may manage (an admin: all; a manager: their projects' members), by username.
+
+    Each with its annotator profile and its memberships (with their projects) prefetched.
+    """
+    from django.contrib.auth import get_user_model
+    from django.db.models import Prefetch
+
+    people = get_user_model().objects.all()
+    if not is_console_admin(user):
+        managed = Membership.objects.filter(user_id=user.pk, role=Membership.MANAGER).values("project_id")
+        people = people.filter(Exists(Membership.objects.filter(user_id=OuterRef("pk"), project_id__in=managed)))
+    if project is not None:
+        people = people.filter(Exists(Membership.objects.filter(user_id=OuterRef("pk"), project=project)))
+    if query:
+        people = people.filter(Q(username__icontains=query) | Q(email__icontains=query))
+    memberships = Membership.objects.select_related("project").order_by("project__name", "project__slug")
+    return (
+        people.select_related("annotator_profile")
+        .prefetch_related(Prefetch("memberships", queryset=memberships))
+        .order_by("username")
+    )
+
+
+def person_for(user: Any, person_id: int) -> Any:
+    """One account the user may manage (see people_for); 404 for any other, so that a manager learns nothing."""
+    person = people_for(user).filter(pk=person_id).first()
+    if person is None:
+        raise Http404("No such person")
+    return person
+
+
+def may_edit_account(actor: Any, person: Any) -> tuple[bool, str]:
+    """Whether the actor may change the person's account (active, tier, domains), and if not, why.
+
+    An admin may, except on their own account and (staff) on a superuser's. A manager may only where the
+    person is neither admin nor manager anywhere and every project of theirs is one the actor manages: an
+    account is shared by all its projects, and pausing it pauses it everywhere.
+    """
+    if actor.pk == person.pk:
+        return False, "This is your own account."
+    if person.is_superuser and not actor.is_superuser:
+        return False, "Only a superuser changes a superuser's account."
+    if is_console_admin(actor):
+        return True, ""
+    if person.is_staff or person.is_superuser:
+        return False, "Only an admin changes an admin's account."
+    roles = {(m.project_id, m.role) for m in Membership.objects.filter(user_id=person.pk)}
+    if any(role == Membership.MANAGER for _, role in roles):
+        return False, "Only an admin changes the account of a project manager."
+    mine = set(
+        Membership.objects.filter(user_id=actor.pk, role=Membership.MANAGER).values_list("project_id", flat=True)
+    )
+    if any(project_id not in mine for project_id, _ in roles):
+        return False, "They also work in projects you do not manage: only an admin changes their account."
+    return True, ""
+
+
+def project_import_jobs(project: Project, limit: int = 10) -> list[Any]:
+    """The project's latest file imports (ImportJob), newest first."""
+    from webapp.models import ImportJob
+
+    return list(ImportJob.objects.filter(project=project).select_related("created_by").order_by("-created_at")[:limit])
+
+
+def sample_item(project: Project) -> tuple[Item, list[Response]] | None:
+    """The project's first item with its responses (by position), or None for a project without items."""
+    item = project.items.order_by("id").first()
+    if item is None:
+        return None
+    return item, list(item.responses.order_by("position"))
