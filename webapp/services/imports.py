@@ -55,15 +55,74 @@ class ImportResult:
         return self.created + self.updated + self.unchanged + len(self.changed_not_updated)
 
 
+@dataclass(frozen=True)
+class RowError:
+    """One problem of a file: `where` names the row ("line 7", "row 12"), `field` the field (empty: the row)."""
+
+    where: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field}: {self.message}" if self.field else f"{self.where}: {self.message}"
+
+
 @dataclass
 class _Errors:
     messages: list[str] = field(default_factory=list)
+    entries: list[RowError] = field(default_factory=list)
     total: int = 0
 
     def add(self, where: str, field_name: str, message: str) -> None:
         self.total += 1
         if len(self.messages) < MAX_REPORTED_ERRORS:
-            self.messages.append(f"{where}: {field_name}: {message}" if field_name else f"{where}: {message}")
+            entry = RowError(where, field_name, message)
+            self.entries.append(entry)
+            self.messages.append(str(entry))
+
+
+def _checked_records(
+    project: Project, path: Path, fmt: str, file_type: str, errors: _Errors, seen: dict[str, str]
+) -> Iterator[tuple[str, ItemRecord | None]]:
+    """Every row of the file, parsed and checked as an import checks it: (where, the record or None for problems).
+
+    Problems go to `errors`; `seen` maps each external id to the row that first had it (a later one is a duplicate).
+    """
+    parse = parser_for(fmt, scale=project.scale, file_type=file_type)
+    scheme = project.scheme()
+    max_chars = settings.IMPORT_MAX_FIELD_CHARS
+    for where, row in read_rows(path, file_type):
+        if isinstance(row, ReadError):
+            errors.add(where, "", row.message)
+            yield where, None
+            continue
+        try:
+            record = parse(row)
+        except RowProblems as exc:
+            for f, m in exc.problems:
+                errors.add(where, f, m)
+            yield where, None
+            continue
+        problems = check_record(record, scheme, max_chars=max_chars)
+        if record.external_id in seen:
+            problems.append(("id", f"duplicate id {record.external_id!r} (also at {seen[record.external_id]})"))
+        else:
+            seen[record.external_id] = where
+        for f, m in problems:
+            errors.add(where, f, m)
+        yield where, None if problems else record
+
+
+def _check_arguments(path: Path, fmt: str, file_type: str | None) -> str:
+    """The file type, after checking import_file's arguments; ValueError naming what is wrong."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        return detect_file_type(path, file_type)
+    except FileTypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def import_file(
@@ -77,17 +136,7 @@ def import_file(
 ) -> ImportResult:
     """Import a file into a project. Raises ImportFailed (nothing written) or ValueError (bad arguments)."""
     path = Path(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    try:
-        file_type = detect_file_type(path, file_type)
-    except FileTypeError as exc:
-        raise ValueError(str(exc)) from None
-    parse = parser_for(fmt, scale=project.scale, file_type=file_type)
-    scheme = project.scheme()
-    max_chars = settings.IMPORT_MAX_FIELD_CHARS
+    file_type = _check_arguments(path, fmt, file_type)
     use_copy = writer == "copy" or (writer == "auto" and connection.vendor == "postgresql")
 
     errors = _Errors()
@@ -95,24 +144,8 @@ def import_file(
     seen: dict[str, str] = {}
 
     def records() -> Iterator[tuple[str, ItemRecord]]:
-        for where, row in read_rows(path, file_type):
-            if isinstance(row, ReadError):
-                errors.add(where, "", row.message)
-                continue
-            try:
-                record = parse(row)
-            except RowProblems as exc:
-                for f, m in exc.problems:
-                    errors.add(where, f, m)
-                continue
-            problems = check_record(record, scheme, max_chars=max_chars)
-            if record.external_id in seen:
-                problems.append(("id", f"duplicate id {record.external_id!r} (also at {seen[record.external_id]})"))
-            else:
-                seen[record.external_id] = where
-            for f, m in problems:
-                errors.add(where, f, m)
-            if not problems:
+        for where, record in _checked_records(project, path, fmt, file_type, errors, seen):
+            if record is not None:
                 yield where, record
 
     with transaction.atomic():
@@ -148,6 +181,103 @@ def import_file(
         len(result.changed_not_updated),
     )
     return result
+
+
+@dataclass
+class ValidationReport:
+    """What an import of a file would do, found without writing anything (see validate_file)."""
+
+    fmt: str
+    file_type: str
+    rows: int = 0  # rows read, with or without problems
+    rows_ok: int = 0
+    rows_with_errors: int = 0
+    error_total: int = 0  # problems found (a row may have several)
+    errors: list[RowError] = field(default_factory=list)  # the first MAX_REPORTED_ERRORS
+    # The rows without problems against the project's items (by external id and content hash):
+    new: int = 0
+    unchanged: int = 0
+    changed: int = 0  # an import leaves these alone unless asked to update them
+    responses: dict[int, int] = field(default_factory=dict)  # number of responses -> rows
+    human_annotations: int = 0
+    llm_annotations: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_total == 0
+
+    @property
+    def importable(self) -> int:
+        """Items an import writes: the new ones (and the changed ones, with update)."""
+        return self.new + self.changed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k not in ("errors", "responses")},
+            "errors": [[e.where, e.field, e.message] for e in self.errors],
+            "responses": {str(n): count for n, count in sorted(self.responses.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        values["errors"] = [RowError(*e) for e in data.get("errors", [])]
+        values["responses"] = {int(n): count for n, count in data.get("responses", {}).items()}
+        return cls(**values)
+
+
+def validate_file(
+    project: Project, path: Path | str, *, fmt: str = "native", file_type: str | None = None
+) -> ValidationReport:
+    """Check a file as import_file would, row by row, and write nothing: the report of what an import would do.
+
+    Every row goes through the import's own parser and checks (the same errors, naming the row and the
+    field); rows without problems are compared with the project's items. Raises ValueError for bad
+    arguments, as import_file does.
+    """
+    path = Path(path)
+    file_type = _check_arguments(path, fmt, file_type)
+    errors = _Errors()
+    seen: dict[str, str] = {}
+    report = ValidationReport(fmt=fmt, file_type=file_type)
+    had_items = project.items.exists()
+    rows_with_errors: set[str] = set()
+
+    def valid() -> Iterator[tuple[str, ItemRecord]]:
+        for where, record in _checked_records(project, path, fmt, file_type, errors, seen):
+            report.rows += 1
+            if record is None:
+                rows_with_errors.add(where)
+            else:
+                yield where, record
+
+    for batch in _batched(valid(), settings.IMPORT_BATCH_SIZE):
+        records = [r for _, r in batch]
+        existing: dict[str, str] = {}
+        if had_items:
+            existing = dict(
+                Item.objects.filter(project=project, external_id__in=[r.external_id for r in records]).values_list(
+                    "external_id", "content_hash"
+                )
+            )
+        for record in records:
+            report.rows_ok += 1
+            n = len(record.responses)
+            report.responses[n] = report.responses.get(n, 0) + 1
+            report.human_annotations += len(record.human)
+            report.llm_annotations += len(record.llm)
+            if record.external_id not in existing:
+                report.new += 1
+            elif existing[record.external_id] == record.content_hash():
+                report.unchanged += 1
+            else:
+                report.changed += 1
+    if not report.rows and not errors.total:
+        errors.add("file", "", "the file holds no items")
+    report.rows_with_errors = len(rows_with_errors)  # rows, not problems: a row may have several
+    report.error_total = errors.total
+    report.errors = list(errors.entries)
+    return report
 
 
 def _batched(it: Iterable[tuple[str, ItemRecord]], size: int) -> Iterator[list[tuple[str, ItemRecord]]]:
