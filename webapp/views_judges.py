@@ -137,7 +137,15 @@ def run_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         except judging.JudgingError as exc:
             errors[_field_of(str(exc))] = str(exc)
         else:
-            messages.success(request, f"Run {run.pk} started: {judge.name} on {run.items_total} item(s).")
+            if judging.enqueue_error(run):
+                messages.warning(
+                    request,
+                    f"Run {run.pk} is saved and queued, but the workers' queue could not be reached"
+                    f" ({judging.enqueue_error(run)}): it starts once an operator resumes it"
+                    f" (manage.py judge {project.slug} --judge {judge.name} --resume).",
+                )
+            else:
+                messages.success(request, f"Run {run.pk} started: {judge.name} on {run.items_total} item(s).")
             return redirect("judging", slug=project.slug)
     return render(request, "webapp/judging.html", _page_context(project, run_errors=errors), status=400)
 
@@ -162,7 +170,14 @@ def run_retry(request: HtmxHttpRequest, slug: str, run_id: int) -> HttpResponse:
         messages.error(request, f"Run {run.pk} is still going; retry its failures once it ends.")
     else:
         n = judging.retry_failed(run)
-        messages.success(request, f"Run {run.pk}: {n} item(s) queued again." if n else f"Run {run.pk} has no failures.")
+        if judging.enqueue_error(run):
+            messages.warning(
+                request, f"Run {run.pk}: {n} item(s) queued again, but not sent: {judging.enqueue_error(run)}."
+            )
+        else:
+            messages.success(
+                request, f"Run {run.pk}: {n} item(s) queued again." if n else f"Run {run.pk} has no failures."
+            )
     return redirect("judging", slug=project.slug)
 
 

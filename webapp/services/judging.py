@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from annotators import registry
 from annotators.base import JudgeBackend, JudgeItem, JudgeOutcome, JudgeRequest
@@ -33,6 +35,8 @@ from webapp.scheme import RANKING, Scheme, SchemeError, validate_annotation
 # Tries of a chunk's retryable failures (the first try and Celery's retries).
 MAX_ATTEMPTS = 5
 COMBINED = Judgment.COMBINED
+log = logging.getLogger(__name__)
+_ENQUEUE_ERROR = "_enqueue_error"
 
 
 class JudgingError(ValueError):
@@ -288,16 +292,76 @@ def _create_units(
 
 
 def _enqueue(run: JudgeRun, item_ids: Sequence[int]) -> None:
+    """Send the chunks to the workers once the transaction commits.
+
+    The run and its pending units are in the database before anything is sent, so a broker that cannot be
+    reached loses nothing: the run stays queued, enqueue_error(run) says why (for the caller to show), and
+    resume_run (`manage.py judge SLUG --judge NAME --resume`) sends its open units once the broker is back.
+    """
+    setattr(run, _ENQUEUE_ERROR, "")
+    transaction.on_commit(lambda: _send(run, list(item_ids)))
+
+
+def _send(run: JudgeRun, item_ids: list[int]) -> None:
     from webapp.tasks import judge_chunk  # tasks import services, not the other way round
 
-    chunks = [list(item_ids[i : i + run.chunk_size]) for i in range(0, len(item_ids), run.chunk_size)]
-    run_id = run.pk
-
-    def send() -> None:
+    chunks = [item_ids[i : i + run.chunk_size] for i in range(0, len(item_ids), run.chunk_size)]
+    setattr(run, _ENQUEUE_ERROR, "")
+    sent = 0
+    try:
         for chunk in chunks:
-            judge_chunk.delay(run_id, chunk)
+            judge_chunk.delay(run.pk, chunk)
+            sent += 1
+    except (BrokerUnavailable, OSError) as exc:
+        setattr(run, _ENQUEUE_ERROR, f"the task queue is unreachable ({exc})")
+        log.warning(
+            "run %s: %d of %d chunk(s) sent, then the broker failed (%s); the run stays %s until"
+            " `manage.py judge %s --judge %s --resume` sends it again",
+            run.pk,
+            sent,
+            len(chunks),
+            exc,
+            run.status,
+            run.project.slug,
+            run.judge.name,
+        )
 
-    transaction.on_commit(send)
+
+def enqueue_error(run: JudgeRun) -> str:
+    """Why this run object's chunks could not be sent to the workers just now ("": they were, or none were)."""
+    return str(getattr(run, _ENQUEUE_ERROR, ""))
+
+
+def open_units(run: JudgeRun) -> list[int]:
+    """The run's items with a unit still to judge: pending, or failed with tries left."""
+    units = Judgment.objects.filter(run=run, judge=run.judge)
+    units = units.filter(order=COMBINED) if run.judge.backend == Judge.JURY else units.exclude(order=COMBINED)
+    waiting = Q(status=Judgment.PENDING) | Q(status=Judgment.FAILED, retryable=True, attempts__lt=MAX_ATTEMPTS)
+    return sorted(set(units.filter(waiting).values_list("item_id", flat=True)))
+
+
+def resume_run(run: JudgeRun) -> int:
+    """Send a queued or running run's open units to the workers again; returns how many items go.
+
+    For a run whose chunks never reached the broker (it was down when the run started) or were lost with it
+    (a Redis restarted without its data). Safe to use on a run that is still moving: a chunk only judges
+    rows that are still open, so a chunk sent twice judges nothing twice (at worst, two workers that take
+    the same chunk at the same moment both ask the endpoint). Raises JudgingError for a finished run;
+    enqueue_error(run) says so when the broker is still unreachable.
+    """
+    with transaction.atomic():
+        locked = JudgeRun.objects.select_for_update().select_related("project", "judge").get(pk=run.pk)
+        if locked.status not in (JudgeRun.QUEUED, JudgeRun.RUNNING):
+            raise JudgingError(f"run {locked.pk} is {locked.status}; only a queued or running run can be resumed")
+        item_ids = open_units(locked)
+        if not item_ids:
+            _finish_if_done(locked)
+    run.refresh_from_db()
+    # The run and its units are committed already: sent now, not on a commit (the caller may be in a transaction).
+    setattr(run, _ENQUEUE_ERROR, "")
+    if item_ids:
+        _send(run, item_ids)
+    return len(item_ids)
 
 
 def cancel_run(run: JudgeRun) -> JudgeRun:
@@ -313,6 +377,7 @@ def cancel_run(run: JudgeRun) -> JudgeRun:
 
 def retry_failed(run: JudgeRun) -> int:
     """Put a finished run's failed units back in the queue; returns how many items go again."""
+    asked = run
     with transaction.atomic():
         run = JudgeRun.objects.select_for_update().get(pk=run.pk)
         failed = Judgment.objects.filter(run=run, status=Judgment.FAILED)
@@ -333,6 +398,7 @@ def retry_failed(run: JudgeRun) -> int:
         run.status, run.finished_at = JudgeRun.RUNNING, None
         run.save(update_fields=["status", "finished_at"])
         _enqueue(run, item_ids)
+    setattr(asked, _ENQUEUE_ERROR, enqueue_error(run))
     return len(item_ids)
 
 

@@ -13,7 +13,8 @@ from webapp.services import judging
 class Command(BaseCommand):
     help = (
         "Judge a project's items with an LLM judge. The work goes to the Celery workers; this shows a "
-        "progress bar until the run ends. Ctrl+C cancels the run. --inline judges in this process."
+        "progress bar until the run ends. Ctrl+C cancels the run. --inline judges in this process. --resume"
+        " sends the open units of the judge's queued or running run again (after a broker outage)."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -24,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--chunk-size", type=int, default=16)
         parser.add_argument("--inline", action="store_true", help="judge here instead of on the workers")
         parser.add_argument("--no-wait", action="store_true", help="queue the run and return")
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="no new run: send the open units of this judge's queued or running run to the workers again",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         project = Project.objects.filter(slug=opts["project_slug"]).first()
@@ -32,18 +38,29 @@ class Command(BaseCommand):
         judge = Judge.objects.filter(name=opts["judge"]).first()
         if judge is None:
             raise CommandError(f"no judge {opts['judge']!r} (create it with create_judge)")
-        try:
-            run = judging.start_run(
-                project,
-                judge,
-                limit=opts["limit"],
-                orders=opts["orders"],
-                chunk_size=opts["chunk_size"],
-                enqueue=not opts["inline"],
+        if opts["resume"] and opts["inline"]:
+            raise CommandError("--resume sends a run to the workers; it does not go with --inline")
+        if opts["resume"]:
+            run = self._resume(project, judge)
+        else:
+            try:
+                run = judging.start_run(
+                    project,
+                    judge,
+                    limit=opts["limit"],
+                    orders=opts["orders"],
+                    chunk_size=opts["chunk_size"],
+                    enqueue=not opts["inline"],
+                )
+            except judging.JudgingError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(f"run {run.pk}: {judge.name} on {run.items_total} item(s) of {project.slug}")
+        unsent = judging.enqueue_error(run)
+        if unsent:
+            raise CommandError(
+                f"run {run.pk} is saved ({run.status}) but could not be sent to the workers: {unsent}."
+                f" Once the broker is back: manage.py judge {project.slug} --judge {judge.name} --resume"
             )
-        except judging.JudgingError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(f"run {run.pk}: {judge.name} on {run.items_total} item(s) of {project.slug}")
         if opts["no_wait"] or run.status == JudgeRun.DONE:
             self._summary(run)
             return
@@ -62,6 +79,19 @@ class Command(BaseCommand):
             self.stdout.write("\ncancelled")
         self.stdout.write("")
         self._summary(run)
+
+    def _resume(self, project: Project, judge: Judge) -> JudgeRun:
+        run = JudgeRun.objects.filter(
+            project=project, judge=judge, status__in=(JudgeRun.QUEUED, JudgeRun.RUNNING)
+        ).first()
+        if run is None:
+            raise CommandError(f"no queued or running run of {judge.name!r} on {project.slug} to resume")
+        try:
+            n = judging.resume_run(run)
+        except judging.JudgingError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"run {run.pk}: {n} item(s) with open units sent to the workers again")
+        return run
 
     def _inline(self, run: JudgeRun) -> None:
         """The workers' loop, in this process: each chunk with its retries."""

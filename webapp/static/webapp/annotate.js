@@ -201,6 +201,41 @@
     }
   }
 
+  // A submit the server could not save (a 5xx: htmx swaps nothing) or that never reached it: say so in the
+  // workspace's status line and leave the form, with the annotator's answers, as it is, ready to submit again.
+  const NOT_SAVED = "Your answer was NOT saved: the server could not be reached. Your answers are still in the form: please submit again in a few seconds.";
+  function showStatus(text) {
+    const ws = workspace();
+    if (!ws) return;
+    let status = ws.querySelector("p.notice[role=status]");
+    if (!status) {
+      status = document.createElement("p");
+      status.setAttribute("role", "status");
+      const head = ws.querySelector(".workspace-head");
+      if (head) head.after(status); else ws.prepend(status);
+    }
+    status.className = "notice warn";
+    status.textContent = text;
+  }
+  function serverMessage(xhr) {
+    const type = (xhr && xhr.getResponseHeader("Content-Type")) || "";
+    if (!xhr || !xhr.responseText || type.indexOf("text/html") === -1) return "";
+    const doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    const note = doc.querySelector("[role=status]");
+    return note ? note.textContent.trim() : "";
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    if (!workspace()) return;
+    const xhr = event.detail.xhr;
+    const status = xhr ? xhr.status : 0;
+    const message = serverMessage(xhr) ||
+      (status >= 500 ? NOT_SAVED.replace("could not be reached", "had a problem (HTTP " + status + ")") : "");
+    if (message) showStatus(message);
+  });
+  document.addEventListener("htmx:sendError", function () {
+    if (workspace()) showStatus(NOT_SAVED);
+  });
+
   document.addEventListener("DOMContentLoaded", setup);
   document.addEventListener("htmx:afterSettle", setup);
 })();
