@@ -238,6 +238,7 @@ def _start_gunicorn(port: int, tmp: Path) -> subprocess.Popen[bytes]:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_COOKIES": "0",
+        "SECURE_SSL_REDIRECT": "0",  # plain HTTP on 127.0.0.1, no TLS proxy in front
         "DATABASE_URL": os.environ["DATABASE_URL"],
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13"),
         "HYBRIDPREF_DATA_DIR": str(tmp / "data"),
@@ -571,7 +572,7 @@ without it the run right after `make bench`'s import benchmark (whose 100,000 it
 measures PostgreSQL planning with statistics that predate this project (the queue's queries then read the
 project's whole index range). *Server:* gunicorn (`webapp.wsgi:application`) on 127.0.0.1 with
 `HYBRIDPREF_MODE=production`, a generated `SECRET_KEY`, `DEBUG=0`, `ALLOWED_HOSTS=127.0.0.1`,
-`SECURE_COOKIES=0` (plain HTTP on the loopback), the scratch database and Redis as the Celery broker: the
+`SECURE_COOKIES=0` `SECURE_SSL_REDIRECT=0` (plain HTTP), the scratch database and Redis as the Celery broker: the
 project's production settings, unchanged (database sessions, persistent database connections, the
 cached template loader). It runs {WORKERS} `{WORKER_CLASS}` workers, one per core (as `scripts/run_demo.sh`
 does): the work is CPU-bound (Python, and PostgreSQL on the same two cores), so more processes only add

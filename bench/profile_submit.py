@@ -384,6 +384,7 @@ def main() -> int:
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "127.0.0.1",
             "SECURE_COOKIES": "0",
+            "SECURE_SSL_REDIRECT": "0",  # plain HTTP on 127.0.0.1, no TLS proxy in front
             "DATABASE_URL": url,
             "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13"),
             "HYBRIDPREF_DATA_DIR": str(tmp / "data"),
