@@ -431,7 +431,8 @@ class OpenAIJudge:
         self, status: int, headers: http.client.HTTPMessage, raw: bytes, *, schema_sent: bool
     ) -> _CallFailed:
         """The failure a non-200 reply means; raises at once for what retrying cannot fix."""
-        message = raw.decode("utf-8", "replace")[:500]
+        # Scrubbed before it is cut short: a key cut in two at the cut would no longer match.
+        message = self._scrub(raw.decode("utf-8", "replace"))[:500]
         refused = any(word in message.lower() for word in _SCHEMA_WORDS)
         if schema_sent and status in (400, 422) and self.structured == "auto" and refused:
             logger.warning("%s refused response_format; judging with text verdicts", self.endpoint)
@@ -449,9 +450,9 @@ class OpenAIJudge:
         try:
             data = json.loads(raw)
         except ValueError:
-            raise _CallFailed(f"server sent invalid JSON: {raw[:200]!r}", retryable=True) from None
+            raise _CallFailed(f"server sent invalid JSON: {self._scrub_bytes(raw)[:200]!r}", retryable=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise _CallFailed(f"server sent no choices: {raw[:200]!r}", retryable=True)
+            raise _CallFailed(f"server sent no choices: {self._scrub_bytes(raw)[:200]!r}", retryable=True)
         usage = data.get("usage") or {}
         prompt = usage.get("prompt_tokens")
         completion = usage.get("completion_tokens")
@@ -498,6 +499,12 @@ class OpenAIJudge:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key and text else text
+
+    def _scrub_bytes(self, raw: bytes) -> bytes:
+        """_scrub for a reply's raw bytes, before they are cut short or shown."""
+        if not self._api_key or not raw:
+            return raw
+        return raw.replace(self._api_key.encode("utf-8", "surrogatepass"), b"***")
 
 
 def _message_text(content: Any) -> str:

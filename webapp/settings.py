@@ -10,6 +10,8 @@ HYBRIDPREF_MODE picks the defaults:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -46,6 +48,14 @@ try:
     SECRET_KEY = env.get("SECRET_KEY", "")
     if PRODUCTION:
         check_production(debug=DEBUG, secret_key=SECRET_KEY, allowed_hosts=ALLOWED_HOSTS)
+        # What check_production lets through but no deployment should run with (docs/operations.md).
+        _unsafe = []
+        if any(host.strip() in {"*", ".*"} for host in ALLOWED_HOSTS):
+            _unsafe.append("ALLOWED_HOSTS allows any host ('*'): name the site's host names")
+        if len(set(SECRET_KEY)) < 5:
+            _unsafe.append("SECRET_KEY is too weak (fewer than 5 different characters)")
+        if _unsafe:
+            raise ConfigError("Refusing to start in production mode: " + "; ".join(_unsafe) + ".")
     elif not SECRET_KEY:
         # Development: a key made once per data directory, so sessions survive restarts.
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -109,7 +119,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy on every response (settings below).
+    "webapp.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database that does not answer: a 503 saying nothing was saved and to retry, not a bare 500.
+    "webapp.middleware_db.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -144,6 +158,9 @@ TEMPLATES = [
 ]
 
 AUTHENTICATION_BACKENDS = [
+    # Refuses every login attempt for a username or address over its failed-login limit, on every login
+    # form (the admin site's too); never authenticates anyone itself. See webapp/ratelimit_login.py.
+    "webapp.ratelimit_login.RateLimitBackend",
     "webapp.auth.ModelBackend",
     # Sessions from before webapp.auth name this one; it never checks a password webapp.auth refused.
     "django.contrib.auth.backends.ModelBackend",
@@ -174,16 +191,69 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# --- security: cookies, headers, HTTPS, upload sizes, login rate limits (docs/operations.md) ---
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Sent by webapp.security.SecurityHeadersMiddleware. The pages load scripts only from /static/ (htmx,
+# annotate.js), never inline, but for the templates' inline event handlers listed here, each allowed by its
+# hash ('unsafe-hashes'): tests/test_security_settings.py fails on one that is not listed (better: move it
+# to a static .js file). Styles may be inline (htmx adds its indicator style); nothing is framed, fetched or
+# posted cross-origin. CONTENT_SECURITY_POLICY in the environment replaces it; "none" turns it off.
+CSP_INLINE_HANDLERS = (
+    "this.form.budget.value=this.value",  # webapp/templates/webapp/routing.html: the budget slider
+)
+_script_src = " ".join(
+    ["'self'", *(["'unsafe-hashes'"] if CSP_INLINE_HANDLERS else [])]
+    + [f"'sha256-{base64.b64encode(hashlib.sha256(h.encode()).digest()).decode()}'" for h in CSP_INLINE_HANDLERS]
+)
+CONTENT_SECURITY_POLICY = env.get(
+    "CONTENT_SECURITY_POLICY",
+    f"default-src 'self'; script-src {_script_src}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 if PRODUCTION:
     SESSION_COOKIE_SECURE = _setting(env_bool, "SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and overwrites what clients send).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     CSRF_TRUSTED_ORIGINS = env_list(env, "CSRF_TRUSTED_ORIGINS", [])
+    SECURE_SSL_REDIRECT = _setting(env_bool, "SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the load balancer's plain-HTTP health check
+    # HSTS for a year, subdomains included, preload-ready: what `check --deploy` asks for. A site that
+    # serves other subdomains over plain HTTP sets SECURE_HSTS_INCLUDE_SUBDOMAINS=0 (and SECURE_HSTS_PRELOAD=0).
+    SECURE_HSTS_SECONDS = _setting(lambda e, n, d: env_int(e, n, d, minimum=0), "SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _setting(env_bool, "SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _setting(env_bool, "SECURE_HSTS_PRELOAD", True)
+
+# Request sizes. A form post (no file) bigger than this is refused with 400 before a view sees it; an
+# uploaded file over FILE_UPLOAD_MAX_MEMORY_SIZE is spooled to a temporary file instead of memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = _setting(env_int, "DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+FILE_UPLOAD_MAX_MEMORY_SIZE = _setting(env_int, "FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+DATA_UPLOAD_MAX_NUMBER_FILES = 10
+# The largest file the console's upload page takes (413 above; webapp.services.uploads), and the largest
+# body of one bulk item request of the API (413 above; webapp.services.api_support).
+CONSOLE_UPLOAD_MAX_BYTES = _setting(env_int, "CONSOLE_UPLOAD_MAX_BYTES", 200 * 1024 * 1024)
+API_MAX_BULK_BYTES = _setting(env_int, "API_MAX_BULK_BYTES", 512 * 1024 * 1024)
+
+# Failed logins (webapp.ratelimit_login): after this many for one username, or from one address, within
+# the window, every further attempt is refused (429) until the window that began with the first failure
+# ends. A successful login clears its username's count. Counted in the "ratelimit" cache (Redis where
+# there is one). TRUSTED_PROXY_COUNT: reverse proxies in front whose X-Forwarded-For entries are believed
+# (production: 1, the TLS proxy; 0 elsewhere, where REMOTE_ADDR is the client).
+LOGIN_FAILURES_PER_USERNAME = _setting(env_int, "LOGIN_FAILURES_PER_USERNAME", 10)
+LOGIN_FAILURES_PER_IP = _setting(env_int, "LOGIN_FAILURES_PER_IP", 50)
+LOGIN_FAILURE_WINDOW_S = _setting(env_int, "LOGIN_FAILURE_WINDOW_S", 15 * 60)
+LOGIN_RATELIMIT_CACHE = "ratelimit"
+TRUSTED_PROXY_COUNT = _setting(lambda e, n, d: env_int(e, n, d, minimum=0), "TRUSTED_PROXY_COUNT", int(PRODUCTION))
 
 # Celery. Embedded default: kombu's file-system transport under the data directory, so a new
 # user needs no broker. Production and tests: Redis.
@@ -229,9 +299,13 @@ if CACHE_REDIS_URL and CACHE_REDIS_URL.lower() != "none":
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # Failed-login counts (webapp.ratelimit_login): shared by every web worker.
+    CACHES["ratelimit"] = dict(CACHES["default"])
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    # Without Redis, failed logins are counted in each process's memory (the embedded demo's one server).
+    CACHES["ratelimit"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "login-ratelimit"}
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 # Dataset exports: one directory per snapshot, and the license their cards state unless asked otherwise.

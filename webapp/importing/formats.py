@@ -118,7 +118,7 @@ def _maybe_json(value: Any) -> Any:
         if stripped[:1] in ("[", "{"):
             try:
                 return json.loads(stripped)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, a number past Python's digit limit, nested too deeply
                 return value
     return value
 

@@ -20,6 +20,7 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "
 _CHUNK = 1 << 20
 # One element of a JSON array may not exceed this: a syntax error must not make us buffer the whole file.
 MAX_JSON_ITEM_CHARS = 64 << 20
+NESTED_TOO_DEEPLY = "invalid JSON (arrays or objects nested too deeply)"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
             except ValueError as exc:  # e.g. an integer longer than Python's digit limit
                 yield where, ReadError(f"invalid JSON ({exc})")
                 continue
+            except RecursionError:  # arrays or objects nested past the parser's limit
+                yield where, ReadError(NESTED_TOO_DEEPLY)
+                continue
             if not isinstance(value, dict):
                 yield where, ReadError(f"expected a JSON object, got {type(value).__name__}")
                 continue
@@ -130,6 +134,9 @@ def read_json(path: Path) -> Iterator[tuple[str, Row]]:
                     return
                 except ValueError as exc:  # e.g. an integer longer than Python's digit limit
                     yield f"item {index + 1}", ReadError(f"invalid JSON ({exc})")
+                    return
+                except RecursionError:
+                    yield f"item {index + 1}", ReadError(NESTED_TOO_DEEPLY)
                     return
                 index += 1
                 pos = end
