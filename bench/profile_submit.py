@@ -186,11 +186,14 @@ class Annotator:
         from importlib import import_module
 
         from django.conf import settings
-        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 
         store = import_module(settings.SESSION_ENGINE).SessionStore()
         store[SESSION_KEY] = str(self.user.pk)
-        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        # The first backend that can load a session's user (the login rate limiter cannot), as force_login picks.
+        store[BACKEND_SESSION_KEY] = next(
+            path for path in settings.AUTHENTICATION_BACKENDS if hasattr(load_backend(path), "get_user")
+        )
         store[HASH_SESSION_KEY] = self.user.get_session_auth_hash()
         store.save()
         self.browser.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
