@@ -47,12 +47,35 @@ class Project(models.Model):
     human_budget = models.PositiveIntegerField(null=True, blank=True, help_text="Items that may go to humans.")
     cost_per_human_annotation = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     state = models.CharField(max_length=10, choices=_choices(STATES), default=DRAFT)
+    # Gold items and the qualification test (services/gold.py, docs/annotating.md).
+    gold_rate = models.FloatField(default=0, help_text="Share of claims that serve a gold item (0: none).")
+    qualification_required = models.BooleanField(
+        default=False, help_text="Annotators pass the qualification test before they get items."
+    )
+    qualification_pass_mark = models.FloatField(default=0.9, help_text="Share of qualification items to get right.")
+    pause_below = models.FloatField(
+        null=True, blank=True, help_text="Pause an annotator whose gold accuracy falls below this (empty: never)."
+    )
+    pause_min_gold = models.PositiveIntegerField(default=5, help_text="Gold answers needed before a pause.")
+    # Set by services.gold (with this row locked) while the project has gold items or paused members: only then
+    # do claims and submits consult the gold service, so a project without gold pays nothing for it.
+    gold_active = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_share"),
+            models.CheckConstraint(
+                condition=Q(qualification_pass_mark__gte=0) & Q(qualification_pass_mark__lte=1),
+                name="project_pass_mark_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(pause_below__isnull=True) | (Q(pause_below__gte=0) & Q(pause_below__lte=1)),
+                name="project_pause_below_share",
+            ),
+            models.CheckConstraint(condition=Q(pause_min_gold__gte=1), name="project_pause_min_gold_positive"),
             _in("kind", sch.KINDS, "project_kind_valid"),
             _in("scale", sch.SCALES, "project_scale_valid"),
             _in("state", ("draft", "active", "closed"), "project_state_valid"),
@@ -88,12 +111,25 @@ class Membership(models.Model):
     role = models.CharField(max_length=20, choices=_choices(ROLES))
     # Items this annotator is asked to do in the project; empty means "as many as the queue offers".
     quota = models.PositiveIntegerField(null=True, blank=True)
+    # Paused in this project (gold accuracy below the project's pause_below): no items until a manager unpauses.
+    paused = models.BooleanField(default=False)
+    paused_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # The last unpause: the pause rule then counts only the gold answers given since.
+    unpaused_at = models.DateTimeField(null=True, blank=True)
+    UNTESTED, TESTING, PASSED, FAILED = "untested", "testing", "passed", "failed"
+    QUALIFICATIONS = (UNTESTED, TESTING, PASSED, FAILED)
+    qualification = models.CharField(max_length=10, choices=_choices(QUALIFICATIONS), default=UNTESTED)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["project", "user"], name="membership_unique"),
             _in("role", ("manager", "annotator"), "membership_role_valid"),
+            _in("qualification", ("untested", "testing", "passed", "failed"), "membership_qualification_valid"),
+            models.CheckConstraint(
+                condition=Q(paused=False) | Q(paused_at__isnull=False), name="membership_pause_has_time"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -635,3 +671,102 @@ class RoutingJob(models.Model):
     @property
     def percent(self) -> int:
         return round(100 * (self.done + self.failed) / self.total) if self.total else 100
+
+
+class GoldItem(models.Model):
+    """An item with a known answer, set by a manager: mixed into annotators' work to measure their accuracy.
+
+    A gold item is never a regular item: the queue, exports and routing leave it out (services/gold.py). Its
+    answer is either per-aspect preferences on the project's scale (canonical order) or the canonical index
+    of the better response (pairwise: the first aspect's side; ranking: the response ranked first).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_items")
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold")
+    preferences = models.JSONField(default=dict, blank=True, help_text="{aspect: label}, canonical order.")
+    preferred = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Canonical index: 0 is A.")
+    # Part of the project's qualification test, asked in `position` order (then by item id).
+    qualification = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+    note = models.TextField(blank=True, help_text="Why this is the answer (managers only).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "-qualification", "position", "item_id"]
+        constraints = [
+            # Exactly one form of answer.
+            models.CheckConstraint(
+                condition=(Q(preferred__isnull=True) & ~Q(preferences={}))
+                | (Q(preferred__isnull=False) & Q(preferences={})),
+                name="golditem_one_answer",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "qualification", "position"], name="golditem_project_idx")]
+
+    def __str__(self) -> str:
+        return f"gold {self.item_id}{' (qualification)' if self.qualification else ''}"
+
+
+class GoldResult(models.Model):
+    """An annotator's submitted answer on a gold item, scored against the gold answer when submitted."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_results")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gold_results")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="gold_results")
+    annotation = models.OneToOneField(
+        HumanAnnotation, null=True, blank=True, on_delete=models.SET_NULL, related_name="gold_result"
+    )
+    correct = models.BooleanField()
+    # Per aspect (or "preferred"): {"gold": ..., "given": ..., "correct": bool}.
+    details = models.JSONField(default=dict, blank=True)
+    qualification = models.BooleanField(default=False, help_text="Answered in the qualification test.")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [models.UniqueConstraint(fields=["annotator", "item"], name="goldresult_once_per_annotator")]
+        indexes = [models.Index(fields=["project", "annotator", "at"], name="goldresult_project_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} on gold {self.item_id}: {'right' if self.correct else 'wrong'}"
+
+
+class QualificationAttempt(models.Model):
+    """One annotator's run through a project's qualification test: started with its first item, finished
+    (scored, passed or not) once every qualification item was answered or skipped, or by a manager's override."""
+
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="qualification_attempts")
+    pass_mark = models.FloatField()
+    n_items = models.PositiveIntegerField(default=0)
+    n_correct = models.PositiveIntegerField(default=0)
+    score = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(null=True, blank=True)
+    # A manager who passed the annotator by hand (the score, if any, stays as it was).
+    overridden_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["membership"], condition=Q(finished_at__isnull=True), name="qualification_one_open_attempt"
+            ),
+            models.CheckConstraint(condition=Q(pass_mark__gte=0) & Q(pass_mark__lte=1), name="qualification_pass_mark"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | (Q(score__gte=0) & Q(score__lte=1)), name="qualification_score_share"
+            ),
+            models.CheckConstraint(condition=Q(n_correct__lte=models.F("n_items")), name="qualification_counts"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True, passed__isnull=True)
+                | Q(finished_at__isnull=False, passed__isnull=False),
+                name="qualification_finished_has_outcome",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"qualification of {self.membership_id}: {self.score} ({self.passed})"

@@ -12,6 +12,7 @@ from django.utils import timezone
 from webapp import scheme as sch
 from webapp.models import AnnotationRevision, AnnotatorProfile, Assignment, HumanAnnotation, Item, Project
 from webapp.rawsql import fetch_models
+from webapp.services import gold
 from webapp.services.queue import QueueClosed, for_update, insert_values, overlap_for, slot_still_free, try_claim_next
 
 
@@ -33,18 +34,20 @@ def _locked_assignment(assignment_id: int, user: Any) -> Assignment:
     return assignment
 
 
-def _locked_for_submit(assignment_id: int, user: Any) -> Assignment:
+def _locked_for_submit(assignment_id: int, user: Any, with_gold: bool = False) -> Assignment:
     """Lock the assignment row and its item row (never the project's), in one statement.
 
     Submits on one item queue here, so its slot count and "complete" status stay exact; submits on other
     items of the project go on in parallel. The assignment comes with its item's `item_status` and
-    `item_project_id`, read with the lock held.
+    `item_project_id`, read with the lock held; with_gold (a project with gold items): and the item's gold
+    answer, if any (gold.GOLD_COLUMNS), so that a regular item costs the gold rules no query.
     """
     assignment_table, item_table = (connection.ops.quote_name(m._meta.db_table) for m in (Assignment, Item))
     lock = for_update("FOR UPDATE OF a, i")
+    gold_columns, gold_join = gold.submit_columns() if with_gold else ("", "")
     sql = (
-        f"SELECT a.*, i.status AS item_status, i.project_id AS item_project_id FROM {assignment_table} a"  # noqa: S608
-        f" JOIN {item_table} i ON i.id = a.item_id WHERE a.id = %s{lock}"
+        f"SELECT a.*, i.status AS item_status, i.project_id AS item_project_id{gold_columns}"  # noqa: S608
+        f" FROM {assignment_table} a JOIN {item_table} i ON i.id = a.item_id{gold_join} WHERE a.id = %s{lock}"
     )
     assignment = next(iter(fetch_models(Assignment, sql, [assignment_id])), None)
     if assignment is None:
@@ -106,7 +109,7 @@ def _submit(
     assignment_id: int, user: Any, shown: Answers | Callable[[int], Answers], project: Project | None
 ) -> tuple[HumanAnnotation, bool]:
     """submit_annotation, in the caller's transaction."""
-    assignment = _locked_for_submit(assignment_id, user)
+    assignment = _locked_for_submit(assignment_id, user, with_gold=project is not None and project.gold_active)
     item_project_id: int = assignment.item_project_id  # type: ignore[attr-defined]
     if project is not None and item_project_id != project.pk:
         raise PermissionDenied("This is not your assignment.")
@@ -141,6 +144,8 @@ def _submit(
         assignment.status = Assignment.SUBMITTED
         assignment.save(update_fields=["status", "updated_at"])
         _update_item_status(assignment.item_id, item_status, project)
+    if project.gold_active:  # an answer on a gold item is scored and recorded (no query in other projects)
+        gold.after_submit(project, user, annotation, gold.from_submit_row(assignment))
     return annotation, True
 
 

@@ -84,7 +84,9 @@ def _queries(vendor: str, routes: list[str] | None) -> dict[str, str]:
     route_sql = ""
     if routes:
         route_sql = " AND i.route = ANY(%s)" if pg else " AND i.route IN (SELECT value FROM json_each(%s))"
-    where = f"WHERE i.project_id = %s{route_sql}"
+    # Gold items (services/gold.py) are never exported: they are tests of the annotators, not data.
+    not_gold = " AND NOT EXISTS (SELECT 1 FROM webapp_golditem g WHERE g.item_id = i.id)"
+    where = f"WHERE i.project_id = %s{route_sql}{not_gold}"
     humans_json = pack(*(f"h.{c}" for c in _HUMAN_JSON))
     return {
         "items": (

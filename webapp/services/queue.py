@@ -14,6 +14,13 @@ item together with its first assignment, so a pending item has none). Complete i
 Only when that finds nothing to lock does the claim fall back to the full query over every item of
 the queue, which is what decides "nothing left": so an item that is marked complete but has a free
 slot again (the project's overlap raised since) is still handed out, after the others.
+
+Gold items (services/gold.py) are never in the queue. Where a project uses gold (Project.gold_active, or
+qualification_required: read from the project row the request has loaded, so a project without gold runs
+the statements below unchanged), every claim first asks services.gold: a paused or failed annotator gets
+nothing (QueueClosed), an annotator in the qualification test gets its next item, and a claim drawn for
+gold (the project's gold_rate) gets a gold item the annotator has not had; the statements then leave the
+gold items out.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webapp import selectors
-from webapp.models import AnnotatorProfile, Assignment, Item, Project, Response
+from webapp.models import AnnotatorProfile, Assignment, GoldItem, Item, Project, Response
 from webapp.rawsql import fetch_models, models_from_cursor
 
 LEASE = timedelta(minutes=30)
@@ -79,7 +86,10 @@ def queue_items(project: Project, routes: tuple[str, ...] | None = None) -> Quer
     """Items that enter the human queue: routed to humans, or every item while the project is unrouted."""
     # route IN (...) rather than route <> 'ai' (the same rows: route is one of three), so that
     # the queue index serves it.
-    return project.items.filter(route__in=routes or queue_routes(project))
+    items = project.items.filter(route__in=routes or queue_routes(project))
+    if project.gold_active:  # gold items are never regular items
+        items = items.filter(~Exists(GoldItem.objects.filter(item=OuterRef("pk"))))
+    return items
 
 
 QUEUE_SIZE_SECONDS = 10.0
@@ -149,15 +159,25 @@ def claim_next(project: Project, user: Any, profile: AnnotatorProfile | None = N
     tier = profile.tier
     now = timezone.now()
     claim = _Claim(project, user, profile, overlap, now)
+    gold = _gold(project)
+    plan = gold.plan_claim(project, user) if gold else None  # raises QueueClosed: paused, failed the test
 
     with transaction.atomic():
         mine = _my_lease(project, user)
         if mine is None:
+            if gold and plan:  # a qualification item, or a claim drawn for gold
+                served = gold.serve(plan, project, user, profile, now)
+                if served is not None or plan.kind == gold.QUALIFY:  # the test comes before the queue
+                    return served
             # Nothing locked so far, so the first attempt can go on in this transaction.
             done, assignment = claim.attempt()
             if done:
                 return assignment
-        elif mine.lease_expires_at > now or _free_slots(mine.item_id, tier, overlap, now, exclude=mine.pk) > 0:
+        elif (
+            mine.lease_expires_at > now
+            or (gold and gold.is_gold(mine.item_id))  # a gold item's slot is never taken by another
+            or _free_slots(mine.item_id, tier, overlap, now, exclude=mine.pk) > 0
+        ):
             mine.lease_expires_at = now + lease_duration()
             mine.save(update_fields=["lease_expires_at", "updated_at"])
             return mine
@@ -191,9 +211,24 @@ def try_claim_next(
     claim = _Claim(project, user, profile, overlap, timezone.now())
     if not claim.by_status:  # SQLite, or an expert matched by domain: claim_next does it all
         return False, None
+    gold = _gold(project)
+    if gold:
+        plan = gold.plan_claim(project, user)  # raises QueueClosed: paused, failed the test
+        if plan is not None:  # a gold item now; the qualification test's items come from claim_next
+            served = gold.serve_now(plan, project, user, profile, claim.now) if plan.kind == gold.GOLD else None
+            return (True, served) if served is not None else (False, None)
     # One statement finds and locks the candidates, and finds nothing where the annotator holds a lease.
     done, assignment = claim.attempt(wait=False, unless_leased=True)
     return (True, assignment) if done and assignment is not None else (False, None)
+
+
+def _gold(project: Project) -> Any:
+    """services.gold where the project uses gold items or a qualification test, else None (no query)."""
+    if not (project.gold_active or project.qualification_required):
+        return None
+    from webapp.services import gold  # it imports this module
+
+    return gold
 
 
 class _Claim:
@@ -347,6 +382,8 @@ def _lock_by_status(
     # routed to humans, else unrouted (queue_routes' "unrouted or human" then finds only unrouted items).
     route = f"i.route = (CASE WHEN {_HUMAN_ROUTED.format(**tables)} THEN {{human}} ELSE {{unrouted}} END)"
     gate = f" AND NOT {_LEASED.format(**tables)}" if unless_leased else ""
+    if project.gold_active:  # gold items are never regular items (an index probe a row, only in gold projects)
+        gate += f" AND NOT EXISTS (SELECT 1 FROM {_table(GoldItem)} g WHERE g.item_id = i.id)"  # noqa: S608
 
     def candidates(where: str, order: str) -> str:
         return _CANDIDATE.format(
@@ -494,6 +531,9 @@ def _free_slots(item_id: int, tier: str, overlap: int, now: Any, exclude: int | 
 
 def slot_still_free(assignment: Assignment, project: Project) -> bool:
     """For a submit after the lease expired: is the slot still there for this annotator?"""
+    gold = _gold(project)
+    if gold and gold.is_gold(assignment.item_id):  # a gold item has a slot for everyone
+        return True
     return (
         _free_slots(
             assignment.item_id,

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, Case, CharField, Count, Max, Value, When
+from django.db.models import Avg, Case, CharField, Count, Exists, Max, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from annotators.labels import label_to_score, winner
 from webapp.models import (
+    GoldItem,
     HumanAnnotation,
     Item,
     Judge,
@@ -103,6 +104,11 @@ def prompt_text(item: Item) -> str:
     return ""
 
 
+def regular_items(project: Project) -> QuerySet[Item]:
+    """The project's items less its gold items (services/gold.py), which routing never decides on."""
+    return project.items.filter(~Exists(GoldItem.objects.filter(item=OuterRef("pk"))))
+
+
 @dataclass
 class ProjectData:
     """What routing needs of a project, as arrays in item-id order."""
@@ -124,7 +130,7 @@ def project_data(
     """Features (lexical bins, tags, AI side), AI verdicts and human labels of every item."""
     from routing.features import ai_features, binarized_rows, feature_matrix, tag_features
 
-    rows = list(project.items.order_by("id").values_list("id", "features"))
+    rows = list(regular_items(project).order_by("id").values_list("id", "features"))
     if not rows:
         raise RoutingError(f"project {project.slug} has no items")
     item_ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -175,7 +181,7 @@ def project_labels(
     project: Project, *, judge: str | None = None, aspect: str = "overall", need_ai_label: bool = False
 ) -> ProjectLabels:
     """Every item's AI label (the named judge's, or the only judge's) and human labels."""
-    item_ids = np.array(list(project.items.order_by("id").values_list("id", flat=True)), dtype=np.int64)
+    item_ids = np.array(list(regular_items(project).order_by("id").values_list("id", flat=True)), dtype=np.int64)
     if not len(item_ids):
         raise RoutingError(f"project {project.slug} has no items")
     return _read_labels(project, item_ids, judge=judge, aspect=aspect, need_ai_label=need_ai_label)
@@ -308,7 +314,7 @@ def fitted_ppm_info(project: Project) -> FittedPPMInfo | None:
     if source is None or n_rows < PPM_MIN_ROWS:
         return None
     scored_qs = RoutingCandidate.objects.filter(project=project, score__isnull=False, score_source=source)
-    n_items = project.items.count()
+    n_items = regular_items(project).count()
     stamp = scored_qs.aggregate(n=Count("id"), last_id=Max("id"), last=Max("scored_at"))
     key = (project.pk, source, n_items, stamp["n"], stamp["last_id"], stamp["last"])
     with _ppm_lock:
@@ -521,7 +527,7 @@ def budget_preview(
     from routing.candidates import best_of_candidates
     from routing.router import budget_n_from
 
-    n = project.items.count()
+    n = regular_items(project).count()
     if not n:
         raise RoutingError(f"project {project.slug} has no items")
     try:
