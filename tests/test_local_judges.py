@@ -17,6 +17,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from annotators import local
 from annotators.base import JudgeItem, JudgeOutcome, JudgeRequest
 from annotators.labels import margin_to_probability, probability_to_label, winner
 from annotators.local import (
@@ -24,11 +25,17 @@ from annotators.local import (
     DensityRatioJudge,
     GenerativeJudge,
     RewardModelJudge,
+    _choice_probabilities,
+    _encode,
+    _letter_ids,
+    _prefix_tree,
+    _PrefixScorer,
+    _render,
     load_causal_lm,
     load_reward_model,
     resolve_model_dir,
 )
-from annotators.prompts import CHOICE_TEMPLATE
+from annotators.prompts import CHOICE_TEMPLATE, build_choice_messages
 from annotators.registry import build_backend
 from webapp.scheme import LIKERT5, LIKERT5_LABELS, RANKING, STRENGTH7, STRENGTH7_LABELS, Scheme
 
@@ -51,6 +58,12 @@ MULTI_TURN = JudgeItem(
         {"role": "user", "content": "Another one, please, and use it in a sentence."},
     ),
     ("Bat: the bat flew out of the cave at dusk.", "Dog."),
+)
+# The same question as CAPITAL with other responses: a prefix cache computes the question once.
+CAPITAL_AGAIN = JudgeItem(
+    4,
+    CAPITAL.conversation,
+    ("Paris.", "The capital of France is Paris, on the Seine; it has been the seat of government for centuries."),
 )
 # Three responses, two of them the same text: a score-based judge must tie those exactly.
 THREE = JudgeItem(
@@ -326,12 +339,132 @@ def test_the_generative_judge_fails_ranking_items_and_too_long_prompts_one_by_on
 
 def test_the_generative_judge_on_a_tiny_model_batches_without_changing_probabilities(tiny: dict[str, str]) -> None:
     requests = _requests(CAPITAL, MULTI_TURN)
-    batched = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8).judge(requests, LIKERT)
-    single = GenerativeJudge(tiny["strong"], device="cpu", batch_size=1).judge(requests, LIKERT)
+    batched = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8, prefix_cache=False).judge(requests, LIKERT)
+    single = GenerativeJudge(tiny["strong"], device="cpu", batch_size=1, prefix_cache=False).judge(requests, LIKERT)
     for b, s in zip(batched, single, strict=True):
         assert b.status == s.status == "done"
         assert b.soft == pytest.approx(s.soft, abs=1e-4)
         assert b.labels == s.labels
+
+
+# --- generative judge, shared-prefix KV cache ------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_prefix_cached_probabilities_equal_whole_prompts_one_at_a_time(tiny: dict[str, str], batch_size: int) -> None:
+    # Suffixes of different lengths, two items with one question, two aspects per request (their
+    # prompts differ only in the last line); batch_size 3 cuts shared runs across batches.
+    requests = _requests(CAPITAL, MULTI_TURN, CAPITAL_AGAIN)
+    cached = GenerativeJudge(tiny["strong"], device="cpu", batch_size=batch_size)
+    plain = GenerativeJudge(tiny["strong"], device="cpu", batch_size=1, prefix_cache=False)
+    with_cache, without = cached.judge(requests, LIKERT), plain.judge(requests, LIKERT)
+
+    for c, p in zip(with_cache, without, strict=True):
+        assert c.status == p.status == "done"
+        assert (c.item_id, c.order) == (p.item_id, p.order)
+        assert c.soft == pytest.approx(p.soft, abs=1e-4)
+        assert c.labels == p.labels
+        assert c.prompt_tokens == p.prompt_tokens  # the prompt's own tokens, however computed
+    assert cached.last_stats["prompt_tokens"] == plain.last_stats["prompt_tokens"] == plain.last_stats["tokens_run"]
+    # The system turn once per call; with batches, also a question's and a request's shared tokens.
+    assert cached.last_stats["tokens_run"] < plain.last_stats["tokens_run"] * (0.9 if batch_size == 1 else 0.5)
+    assert plain.last_stats["passes"] == len(requests) * len(LIKERT.aspects)
+
+
+def test_the_prefix_tree_computes_each_shared_run_once() -> None:
+    a = list(range(100, 140))
+    seqs = [[*a, 1, 2, 3], [*a, 1, 2, 4], a + [5] * 20, a + [5] * 20, [7, 8, 9], [*a[:10], 6], a]
+    nodes = _prefix_tree(seqs, 0, min_shared=16)
+
+    for i, seq in enumerate(seqs):
+        (k,) = [k for k, node in enumerate(nodes) if i in node.ends]
+        path: list[int] = []
+        while k >= 0:
+            assert nodes[k].parent < k  # parents come first
+            path[:0] = seqs[nodes[k].owner][nodes[k].start : nodes[k].end]
+            k = nodes[k].parent
+        assert path == seq
+    # `a` is one node (also the end of the last sequence); the 3 tokens [1, 2] + x and the 10 that
+    # a[:10] + [6] shares with `a` are too short to be nodes; the two identical sequences share one.
+    assert sum(node.end - node.start for node in nodes) == 40 + 3 + 3 + 20 + 3 + 11
+    assert max(node.depth for node in nodes) == 1
+    # Sequences that all share a start: the tree starts after it.
+    assert [(n.start, n.end) for n in _prefix_tree([[*a, 1], [*a, 2]], 40, min_shared=16)] == [(40, 41), (40, 41)]
+
+
+def test_the_prefix_scorer_handles_prompts_that_share_nothing(tiny: dict[str, str]) -> None:
+    tokenizer, net = load_causal_lm(tiny["strong"], "cpu")
+    letters = _letter_ids(tokenizer)
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    common = ids("Here is a long instruction that several of these prompts start with, word for word. " * 2)
+    seqs = [
+        common + ids(" Then the first ending."),
+        common + ids(" Then a second, rather longer ending, with more words in it."),
+        common,  # a prompt that is the start of others: read where they go on
+        ids("Something else entirely: no start shared with anything."),
+        ids("Short."),
+        common + ids(" Then the first ending."),  # the same prompt twice
+    ]
+    scorer = _PrefixScorer(net, seqs, tokenizer.pad_token_id, letters)
+    assert scorer.shared == 0
+    assert scorer.usable()
+    expected = [_choice_probabilities(net, [seq], tokenizer.pad_token_id, letters)[0] for seq in seqs]
+    assert scorer.score(list(range(len(seqs)))) == pytest.approx(expected, abs=1e-4)
+    # `common` once; the duplicate not at all.
+    assert scorer.tokens_run == sum(map(len, seqs)) - 2 * len(common) - len(seqs[0])
+    # One prompt alone, as a failing batch is retried.
+    assert scorer.score([3]) == pytest.approx(expected[3:4], abs=1e-4)
+
+
+def test_with_the_prefix_cache_a_prompt_the_model_fails_on_fails_alone(
+    tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = JudgeItem(5, ({"role": "user", "content": "Zebra xylophone quartz?"},), ("Yes.", "No."))
+    requests = _requests(CAPITAL, bad, CAPITAL_AGAIN)
+    tokenizer, _ = load_causal_lm(tiny["strong"], "cpu")
+    prompts = {}
+    for request in requests:
+        text, templated = _render(tokenizer, build_choice_messages(request, LIKERT, "overall"), generation_prompt=True)
+        prompts.setdefault(request.item.item_id, set()).update(_encode(tokenizer, text, templated))
+    (marker, *_) = prompts[bad.item_id] - prompts[CAPITAL.item_id] - prompts[CAPITAL_AGAIN.item_id]
+    real_pass = _PrefixScorer._pass
+
+    def failing_pass(self: _PrefixScorer, segments: list[list[int]], *args: Any) -> Any:
+        if any(marker in segment for segment in segments):
+            raise RuntimeError("the model fails on this prompt")
+        return real_pass(self, segments, *args)
+
+    monkeypatch.setattr(_PrefixScorer, "_pass", failing_pass)
+    outcomes = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8).judge(requests, LIKERT)
+    expected = GenerativeJudge(tiny["strong"], device="cpu", prefix_cache=False).judge(requests, LIKERT)
+
+    assert [o.status for o in outcomes] == ["done", "done", "failed", "failed", "done", "done"]
+    assert all("RuntimeError: the model fails on this prompt" in o.error for o in outcomes[2:4])
+    for o, e in zip(outcomes, expected, strict=True):
+        if o.status == "done":
+            assert o.soft == pytest.approx(e.soft, abs=1e-4)
+
+
+def test_the_prefix_cache_is_a_setting_and_a_model_that_fails_the_probe_scores_whole_prompts(
+    tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert GenerativeJudge.from_config(tiny["strong"], {}).prefix_cache is True
+    off = GenerativeJudge.from_config(tiny["strong"], {"prefix_cache": False, "batch_size": 4})
+    assert off.prefix_cache is False
+    assert off.prompt_version == GenerativeJudge(tiny["strong"]).prompt_version  # same verdicts either way
+    with pytest.raises(ValueError, match=r"^prefix_cache: 1 has the wrong type"):
+        GenerativeJudge.from_config(tiny["strong"], {"prefix_cache": 1})
+
+    # A model whose split prompts do not score as whole ones (a sliding window, say) is never cached.
+    monkeypatch.setattr(local, "_prefix_support", local.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(_PrefixScorer, "_probe", lambda self: False)
+    judge = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8)
+    outcomes = judge.judge(_requests(CAPITAL, CAPITAL_AGAIN), LIKERT)
+    assert [o.status for o in outcomes] == ["done"] * 4
+    assert judge.last_stats["tokens_run"] == judge.last_stats["prompt_tokens"]
 
 
 # --- the real SmolLM2-135M demo judge -----------------------------------------------------------------
@@ -352,10 +485,11 @@ def test_smollm2_judges_pandalm_items_in_both_orders_with_consistent_probabiliti
     # Three short items of different tasks (an equation, a sound, search queries): keeps this test quick.
     requests = _requests(*_pandalm_items((140, 86, 4)))
     scheme = Scheme(scale=LIKERT5, aspects=("overall",))
+    # Batched with the shared-prefix cache (the default): the system turn once, each question once.
     batched = GenerativeJudge("smollm2", device="cpu", batch_size=6).judge(requests, scheme)
-    # One at a time for the first item's two orders only: the batch is what needs checking, and
-    # every prompt alone costs a full pass on two cores.
-    single = GenerativeJudge("smollm2", device="cpu", batch_size=1).judge(requests[:2], scheme)
+    # Whole prompts one at a time for the first item's two orders only: the batch is what needs
+    # checking, and every prompt alone costs a full pass on two cores.
+    single = GenerativeJudge("smollm2", device="cpu", batch_size=1, prefix_cache=False).judge(requests[:2], scheme)
 
     for b in batched:
         assert b.status == "done", b.error
