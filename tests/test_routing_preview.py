@@ -157,8 +157,11 @@ def test_in_a_browser_the_preview_follows_the_budget_control_without_a_page_load
     browser.find_element(By.NAME, "username").send_keys("boss")
     browser.find_element(By.NAME, "password").send_keys("pw-for-the-browser")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The login's redirect must land before the next page is asked for (a busy machine is slow to).
+    WebDriverWait(browser, 30).until(lambda b: "/login/" not in b.current_url)
     browser.get(live_server.url + "/p/pl/routing/")
     preview = (By.ID, "budget-preview")
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located(preview))
     assert "15 of 60 items to humans" in browser.find_element(*preview).text
     marker = browser.execute_script("window.__stay = 1; return window.__stay;")
 
