@@ -126,8 +126,9 @@ def _env(url: str, mode: str = "test", **extra: str) -> dict[str, str]:
 
 
 def _db_url(password: str, host: str = "127.0.0.1", port: int = 5432, query: str = "") -> str:
-    name = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hybridpref").rsplit("/", 1)[1]
-    return f"postgres://postgres:{password}@{host}:{port}/{name.split('?')[0]}{query}"
+    # The server's own "postgres" database: DATABASE_URL's may not exist (the suite runs in test_<name>),
+    # and these commands only need to connect.
+    return f"postgres://postgres:{password}@{host}:{port}/postgres{query}"
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

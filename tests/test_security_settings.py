@@ -45,7 +45,8 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         "ALLOWED_HOSTS": "prefs.example.org",
         "SECRET_KEY": STRONG_KEY,
         "SECURE_COOKIES": "1",
-        "DATABASE_URL": f"{scheme}://{user}:{DB_PASSWORD}@{user_host[-1]}",
+        # The server's own "postgres" database (DATABASE_URL's may not exist; /healthz only connects).
+        "DATABASE_URL": f"{scheme}://{user}:{DB_PASSWORD}@{user_host[-1].rsplit('/', 1)[0]}/postgres",
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
     }
     env.update(overrides)
