@@ -13,8 +13,10 @@ from webapp.models import Judgment, Membership, RoutingCandidate
 from webapp.services.imports import import_file
 from webapp.services.projects import create_project
 from webapp.services.routing import (
+    CURVE_SHARES,
     NO_PPM_NOTE,
     RoutingError,
+    budget_curve,
     budget_preview,
     compute_features,
     make_candidates,
@@ -181,3 +183,36 @@ def test_in_a_browser_the_preview_follows_the_budget_control_without_a_page_load
     WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element(preview, "AI 0.08"))
     assert "no scored candidates yet: score candidates first" in browser.find_element(*preview).text
     assert browser.execute_script("return window.__stay;") == marker
+
+
+@pytest.mark.slow
+def test_the_curve_beside_the_budget_control_is_the_preview_of_each_share(labelled, client):
+    compute_features(labelled)
+    for k, candidate in enumerate(make_candidates(labelled, n=12, budget=0.25, seed=0)):
+        candidate.score, candidate.score_source = 0.5 + 0.01 * k, RoutingCandidate.EXTERNAL
+        candidate.save()
+    # Each point is the preview of its share (256 candidates), drawn in SVG and listed in a table.
+    points, why = budget_curve(labelled, judge=AI, seed=3)
+    assert why == ""
+    assert [p.share for p in points] == list(CURVE_SHARES)
+    quarter = next(p for p in points if p.share == 0.25)
+    expected = budget_preview(labelled, 0.25, judge=AI, seed=3, n_candidates=256)
+    assert (quarter.budget_n, quarter.predicted_score) == (15, pytest.approx(expected.predicted_score))
+    assert quarter.total_cost == pytest.approx(expected.total_cost)
+    curve = client.get(f"/p/pl/routing/curve?judge={AI}&seed=3", HTTP_HX_REQUEST="true").content.decode()
+    assert curve.lstrip().startswith('<div id="budget-curve"')
+    assert "<svg" in curve
+    assert curve.count("<circle") == len(CURVE_SHARES)
+    assert f'<td class="num">{expected.predicted_score:.4f}</td>' in curve
+    assert "http" not in curve.split("<svg", 1)[1].split("</svg>", 1)[0]  # nothing fetched from anywhere
+    assert "<html" in client.get(f"/p/pl/routing/curve?judge={AI}&seed=3").content.decode()  # without JS
+
+
+def test_without_a_model_the_curve_says_to_score_candidates_first(labelled, client):
+    assert budget_curve(labelled) == ([], NO_PPM_NOTE)
+    page = client.get("/p/pl/routing/").content.decode()
+    assert 'hx-get="/p/pl/routing/curve" hx-trigger="load"' in page
+    assert '<a href="/p/pl/routing/curve">Predicted score by budget</a>' in page
+    partial = client.get("/p/pl/routing/curve", HTTP_HX_REQUEST="true").content.decode()
+    assert f"Predicted score by budget: {NO_PPM_NOTE}" in partial
+    assert "hx-trigger" not in partial  # loaded once, not again

@@ -39,6 +39,7 @@ urlpatterns = [
     path("p/<slug:slug>/routing/features", views_routing.features_start, name="routing-features"),
     path("p/<slug:slug>/routing/route", views_routing.routing_start, name="routing-start"),
     path("p/<slug:slug>/routing/preview", views_routing.routing_preview, name="routing-preview"),
+    path("p/<slug:slug>/routing/curve", views_routing.routing_curve, name="routing-curve"),
     path("p/<slug:slug>/routing/tags", views_routing.tagging_start, name="routing-tags"),
     path("p/<slug:slug>/routing/proxy", views_routing.proxy_start, name="routing-proxy"),
     # The manager console (views_console.py, docs/console.md).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Count
@@ -13,7 +16,9 @@ from webapp import selectors
 from webapp.models import Judge, Membership, Project, RoutingCandidate, RoutingJob, RoutingRun
 from webapp.services.routing import (
     BudgetPreview,
+    CurvePoint,
     RoutingError,
+    budget_curve,
     budget_preview,
     parse_budget,
     route_project,
@@ -177,3 +182,77 @@ def routing_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         return render(request, "webapp/routing.html", context, status=400)
     messages.success(request, f"Routing run {run.pk}: {run.budget_n} items to humans.")
     return redirect("routing", slug=project.slug)
+
+
+@dataclass(frozen=True)
+class CurveChart:
+    """The predicted-score curve as SVG coordinates (drawn by routing.html#curve, no script)."""
+
+    width: int
+    height: int
+    left: float
+    right: float
+    top: float
+    bottom: float
+    points: str  # the polyline's "x,y x,y ..."
+    dots: list[tuple[float, float, str]]  # x, y, tooltip
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    rows: list[CurvePoint]
+
+
+def curve_chart(points: Sequence[CurvePoint], *, width: int = 640, height: int = 220) -> CurveChart | None:
+    """Predicted score (y) against the share of items sent to humans (x); None without points."""
+    if not points:
+        return None
+    left, right, top, bottom = 56.0, float(width - 16), 12.0, float(height - 28)
+    lo = min(p.predicted_score for p in points)
+    hi = max(p.predicted_score for p in points)
+    if hi - lo < 1e-9:  # a flat curve: centre it
+        lo, hi = lo - 0.01, hi + 0.01
+
+    def sx(share: float) -> float:
+        return round(left + (right - left) * share, 2)
+
+    def sy(score: float) -> float:
+        return round(bottom - (bottom - top) * (score - lo) / (hi - lo), 2)
+
+    dots = [
+        (
+            sx(p.share),
+            sy(p.predicted_score),
+            f"{p.share:.0%} to humans ({p.budget_n} items): predicted {p.predicted_score:.4f}, cost {p.total_cost:.2f}",
+        )
+        for p in points
+    ]
+    return CurveChart(
+        width=width,
+        height=height,
+        left=left,
+        right=right,
+        top=top,
+        bottom=bottom,
+        points=" ".join(f"{x},{y}" for x, y, _ in dots),
+        dots=dots,
+        x_ticks=[(sx(s), f"{s:.0%}") for s in (0.0, 0.25, 0.5, 0.75, 1.0)],
+        y_ticks=[(sy(v), f"{v:.3f}") for v in (lo, (lo + hi) / 2, hi)],
+        rows=list(points),
+    )
+
+
+@require_GET
+def routing_curve(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Predicted score and cost across budgets: the partial for htmx, else the whole page with it."""
+    project = _manager_project(request, slug)
+    judge = request.GET.get("judge", "").strip() or None
+    try:
+        seed = max(0, int(request.GET.get("seed", "").strip() or 0))
+    except ValueError:
+        seed = 0
+    points, why = budget_curve(project, judge=judge, seed=seed)
+    curve = {"curve": curve_chart(points), "curve_note": why or "", "curve_loaded": True}
+    if request.htmx:
+        return render(request, "webapp/routing.html#curve", {"project": project, **curve})
+    preview, preview_error = _preview(project, {})
+    context = _context(project, preview=preview, preview_error=preview_error, **curve)
+    return render(request, "webapp/routing.html", context)

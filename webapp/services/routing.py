@@ -958,3 +958,53 @@ def response_embeddings(item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = embedder.encode([texts[int(i)][0] for i in item_ids])
     b = embedder.encode([texts[int(i)][1] for i in item_ids])
     return np.asarray(a), np.asarray(b)
+
+
+CURVE_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One budget on the predicted-score curve: what budget_preview would say for it."""
+
+    share: float
+    budget_n: int
+    predicted_score: float
+    total_cost: float
+
+
+def budget_curve(
+    project: Project,
+    *,
+    judge: str | None = None,
+    seed: int = 0,
+    n_candidates: int = 256,
+    shares: Sequence[float] = CURVE_SHARES,
+) -> tuple[list[CurvePoint], str]:
+    """The PPM's predicted score and the cost across budgets (the chart beside the budget control).
+
+    Each point is budget_preview's for that share, with `n_candidates` candidates (fewer than a routing
+    run's default, so that the whole curve costs about what one preview does). ([], why) without a PPM.
+    """
+    from routing.candidates import best_of_candidates
+    from routing.router import budget_n_from
+
+    n = regular_items(project).count()
+    if not n:
+        return [], f"project {project.slug} has no items"
+    info = fitted_ppm_info(project)
+    if info is None:
+        return [], NO_PPM_NOTE
+    try:
+        data = project_data(project, judge=judge)
+    except RoutingError as exc:
+        return [], str(exc)
+    ai_per_item = ai_cost_per_item(project, judge)
+    columns = _ppm_columns(data, info.names)
+    points = []
+    for share in shares:
+        budget_n = budget_n_from(share, n)
+        best = best_of_candidates(columns, budget_n, n_candidates, seed, info.ppm)
+        cost = _cost(project, n, budget_n, ai_per_item)
+        points.append(CurvePoint(share, budget_n, float(best.predicted), float(cost.total)))
+    return points, ""
