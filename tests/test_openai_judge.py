@@ -333,19 +333,17 @@ def test_a_named_but_unset_key_variable_fails_each_item_without_calling_the_serv
     assert "HP_TEST_MISSING_KEY is not set" in outcome.error
 
 
-def test_sixteen_concurrent_requests_finish_in_well_under_the_serial_time() -> None:
+def test_sixteen_requests_are_in_flight_at_once_with_concurrency_sixteen() -> None:
+    # Counted by the server, not timed: a wall-clock bound failed on a busy machine. The time it saves is
+    # measured by make bench (the HTTP judge benchmark).
     items = [JudgeItem(i, ({"role": "user", "content": f"q{i}"},), ("a", "b")) for i in range(16)]
-    with FakeOpenAI(delay_s=0.05) as fake:
+    with FakeOpenAI(delay_s=0.5) as fake:
         judge = make_judge(fake, concurrency=16)
-        started = time.monotonic()
         outcomes = judge.judge([JudgeRequest(i, (0, 1)) for i in items], OVERALL)
-        elapsed = time.monotonic() - started
         peak = fake.peak_in_flight
 
-    serial = 16 * 0.05
     assert all(o.status == "done" for o in outcomes)
-    assert elapsed < 0.5 * serial
-    assert peak >= 8
+    assert peak == 16
 
 
 def test_token_usage_is_priced_per_million_tokens() -> None:
