@@ -1,10 +1,9 @@
-import time
 from argparse import ArgumentParser
-from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.management.routing_jobs import follow_job
 from webapp.models import Project, RoutingJob
 from webapp.services.routing import RoutingError, active_job, run_proxy_job, start_proxy_scoring
 
@@ -52,33 +51,18 @@ class Command(BaseCommand):
         if not job.total:
             self.stdout.write(f"{project.slug}: nothing to score (every candidate has a score; --force rescores)")
             return
-        if not opts["inline"] and opts["no_wait"]:
-            self.stdout.write(f"proxy job {job.pk}: {job.total} candidate(s) queued for a worker")
+        finished = follow_job(
+            self,
+            job,
+            inline=opts["inline"],
+            no_wait=opts["no_wait"],
+            run_inline=run_proxy_job,
+            label="proxy job",
+            unit="candidate",
+        )
+        if finished is None:
             return
-
-        def progress(done: int, total: int) -> None:
-            self.stdout.write(f"\r{done}/{total} candidates", ending="")
-            self.stdout.flush()
-
-        if opts["inline"]:
-            finished = run_proxy_job(job.pk, progress=progress)
-        else:
-            self.stdout.write(f"proxy job {job.pk}: {job.total} candidate(s) queued for a worker")
-            finished = _wait(job.pk, progress)
-        assert finished is not None
-        if finished.status == RoutingJob.FAILED:
-            raise CommandError(f"proxy job {finished.pk} failed: {finished.error}")
         self.stdout.write(
             f"\n{project.slug}: scored {finished.done} candidate(s) with the proxy, {finished.failed} failed"
             f" (job {finished.pk})"
         )
-
-
-def _wait(job_id: int, progress: Callable[[int, int], None]) -> RoutingJob:
-    """Show the job's progress until it ends."""
-    while True:
-        job = RoutingJob.objects.get(pk=job_id)
-        progress(job.done + job.failed, job.total)
-        if not job.active:
-            return job
-        time.sleep(1.0)
