@@ -5,17 +5,18 @@ features describe it; `feature_matrix` merges them into one boolean matrix with 
 
 Lexical features (`lexical_scores`, then `binarize`), 27 columns:
 
-- bertscore: BERTScore F1 between A and B with the all-MiniLM-L6-v2 contextual token embeddings
-  (its last layer). Greedy matching on cosine similarity: precision is the mean over A's tokens of
-  the best cosine with any of B's tokens, recall the same from B's side, F1 their harmonic mean.
+- bertscore: BERTScore F1 between A and B with all-MiniLM-L6-v2 token embeddings: its last layer
+  (Embedder, "contextual") or, the default, the static table distilled from it (StaticEmbedder).
+  Greedy matching on cosine similarity: precision is the mean over A's tokens of the best cosine
+  with any of B's tokens, recall the same from B's side, F1 their harmonic mean.
   No idf weighting and no baseline rescaling; [CLS] and [SEP] are left out of the matching (the
   original bert-score gives them zero weight but still lets them be matched). 1.0 when both
   responses are empty, 0.0 when only one is.
 - bertscore_length: bertscore x exp(1 - words(longer) / words(shorter)), whitespace-separated words
   (0.0 when only one response has words).
-- cosine_sim: cosine of the two sentence embeddings, computed like sentence-transformers does for
-  this model: mean of the token embeddings over the attention mask ([CLS] and [SEP] included),
-  L2-normalised.
+- cosine_sim: cosine of the two sentence embeddings. Contextual: computed like sentence-transformers
+  does for this model (mean of the token embeddings over the attention mask, [CLS] and [SEP]
+  included, L2-normalised). Static: the SIF-weighted mean of the static token vectors.
 - rouge: ROUGE-1 F between A and B. Text is lower-cased and split on anything that is not a letter
   or digit (any script); ASCII words longer than 3 characters are stemmed with `porter_stem` (as the
   rouge-score package does with NLTK's Porter stemmer). 1.0 when neither has a token.
@@ -32,8 +33,10 @@ the length features count every token. The model dominates the cost: about 21 MF
 10,000 items of 100-300-word responses (4.6M model tokens) took 761 s in float32 on two CPU cores
 (`bench/routing_features_bench.py`, about 6,000 tokens/s); Embedder(dtype="bfloat16") was 1.4-2.4x
 faster in paired runs on a CPU with AVX512-BF16 but moves scores by up to ~0.005 (2-3 bins in a
-thousand flip), so float32 stays the default. A GPU (device="auto") is the way to do large
-datasets quickly.
+thousand flip), so float32 stays the contextual default. A GPU (device="auto") runs it quickly.
+The default embeddings are therefore static (StaticEmbedder: a table lookup per token; the same
+10,000 items in about 40 s, mostly tokenizing, ROUGE and entities); `lexical_scores(embeddings=...)`
+and `get_feature_embedder` choose.
 
 `binarize` cuts similarity scores into [0, 0.33] / (0.33, 0.67] / (0.67, 1] (values are clipped to
 [0, 1] first) and length features into the same bins after turning them into percentiles within
@@ -96,15 +99,25 @@ BIN_EDGES = (0.33, 0.67)
 
 MAX_LENGTH = 256  # tokens per response fed to the model, [CLS] and [SEP] included
 CHUNK_ITEMS = 256  # items whose token embeddings are held at once (bounds memory)
+EMBEDDINGS = ("static", "contextual")  # how cosine_sim and bertscore embed text (StaticEmbedder, Embedder)
+DEFAULT_EMBEDDINGS = "static"
+STATIC_VERSION = 1  # bump when StaticEmbedder's distillation changes: cached tables are keyed by it
 
 
 def lexical_scores(
-    items: Sequence[FeatureItem], *, embedder: Embedder | None = None, batch_size: int = 64
+    items: Sequence[FeatureItem],
+    *,
+    embedder: Embedder | StaticEmbedder | None = None,
+    embeddings: str = DEFAULT_EMBEDDINGS,
+    batch_size: int = 64,
 ) -> list[dict[str, float]]:
-    """Raw lexical scores per item, in the order given: a dict with every name in LEXICAL_FEATURES."""
+    """Raw lexical scores per item, in the order given: a dict with every name in LEXICAL_FEATURES.
+
+    embedder: the one to use; else get_feature_embedder(embeddings) ("static" or "contextual").
+    """
     if not items:
         return []
-    emb = embedder if embedder is not None else get_embedder()
+    emb = embedder if embedder is not None else get_feature_embedder(embeddings)
     responses = [t for item in items for t in (item.response_a, item.response_b)]
     ids, counts = emb.truncated_ids(responses)
     prompt_lens = emb.count_tokens([item.prompt for item in items])
@@ -426,6 +439,7 @@ some many most all any each every both either neither no not one other another s
 are was were be can could will would should may might must shall let please yes note
 """
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_WORD_RE = re.compile(r"\S+")
 _LIST_MARKER_RE = re.compile(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|#+)$")
 _PRONOUN_I = frozenset({"I", "I'm", "I've", "I'll", "I'd"} | {f"I\u2019{s}" for s in ("m", "ve", "ll", "d")})
 
@@ -442,7 +456,12 @@ def _normalise_span(text: str) -> str:
 def _pattern_entities(text: str) -> tuple[set[str], str]:
     """Dates, money, quantities, years and quoted terms, and the text with them masked out."""
     found: set[str] = set()
+    masked: list[str] = []  # the text with each match replaced, built from the one regex pass
+    previous_end = 0
     for match in _ENTITY_RE.finditer(text):
+        masked.append(text[previous_end : match.start()])
+        masked.append(_PLACEHOLDER)
+        previous_end = match.end()
         kind = match.lastgroup
         span = match.group()
         if kind == "quantity":
@@ -452,7 +471,8 @@ def _pattern_entities(text: str) -> tuple[set[str], str]:
         elif kind == "quoted" and (len(span[1:-1].split()) > 6 or not re.search(r"[^\W_]", span[1:-1])):
             continue
         found.add(_normalise_span(span))
-    return found - {""}, _ENTITY_RE.sub(_PLACEHOLDER, text)
+    masked.append(text[previous_end:])
+    return found - {""}, "".join(masked)
 
 
 def _capitalised_spans(text: str) -> set[str]:
@@ -483,8 +503,15 @@ def _capitalised_spans(text: str) -> set[str]:
 
     boundary = True  # the next word starts a sentence
     previous_end = 0
-    for match in re.finditer(r"\S+", text):
+    for match in _WORD_RE.finditer(text):
         raw = match.group()
+        if not run and raw[0].islower() and len(raw) > 2:
+            # The common case, a lower-case word outside a run: it can neither start nor extend a
+            # span (nor be a list marker), so only whether it ends a sentence matters.
+            previous_end = match.end()
+            tail = raw.rstrip(_CLOSERS)
+            boundary = tail[-1] in ".!?:" and raw.lower().rstrip(_CLOSERS) not in _ABBREVIATIONS
+            continue
         if "\n" in text[previous_end : match.start()]:
             flush()
             boundary = True
@@ -1083,6 +1110,8 @@ class Embedder:
     scores move by about 1e-3). The torch thread count is left as torch sets it. Loads lazily.
     """
 
+    kind = "contextual"
+
     def __init__(
         self,
         model_dir: str | None = None,
@@ -1210,9 +1239,191 @@ class Embedder:
         return np.asarray(self.encode_ids(self.token_ids([text]))[0].tokens.cpu().numpy(), dtype=np.float32)
 
 
+class StaticEmbedder:
+    """Static token vectors distilled from an Embedder's model (the model2vec idea): no model at run time.
+
+    Each vocabulary entry t gets one vector: the model's last-layer output at t's position for the
+    input "[CLS] t [SEP]" (one pass over the vocabulary, about 10 s on two CPU cores for MiniLM's
+    30,522 entries, then cached on disk). The table is centred (its mean over the non-special
+    entries subtracted), which takes out the direction every token shares. Then, per text, with the
+    same truncation as the contextual model (the first max_length - 2 tokens):
+
+    - token embeddings for BERTScore: the L2-normalised rows of the text's tokens;
+    - sentence embedding: the L2-normalised weighted sum of those rows, each weighted a / (a + p)
+      (SIF, a = 1e-3) with p a Zipf frequency taken from the token's rank in the vocabulary, which
+      WordPiece vocabularies like MiniLM's list most frequent first after the single characters.
+      An empty text gets the normalised [SEP] row, so two empty texts have cosine 1.
+
+    The point is speed: a lookup instead of about 21 MFLOP per token, so 10,000 items of 100-300-word
+    responses take seconds instead of about 13 minutes on two CPU cores. The price is context: on
+    the 999 PandaLM pairs the static scores rank the pairs like the contextual ones with Spearman
+    0.82 (cosine_sim) and 0.93 (bertscore); see docs/routing.md for the bins and the routing replay.
+    """
+
+    kind = "static"
+
+    def __init__(self, base: Embedder, *, cache_dir: str | None = None) -> None:
+        self.base = base
+        self.max_length = base.max_length
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def model_dir(self) -> str:
+        return self.base.model_dir
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.base.tokenizer
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.base.token_ids(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.base.count_tokens(texts)
+
+    def truncated_ids(self, texts: Sequence[str], *, keep: int | None = None) -> tuple[list[np.ndarray], list[int]]:
+        return self.base.truncated_ids(texts, keep=keep)
+
+    def cache_key(self) -> str:
+        """Names the table: the model's files (path, size, mtime) and STATIC_VERSION."""
+        parts = [f"v{STATIC_VERSION}", os.path.realpath(self.model_dir)]
+        for name in sorted(os.listdir(self.model_dir)):
+            path = os.path.join(self.model_dir, name)
+            if os.path.isfile(path):
+                stat = os.stat(path)
+                parts.append(f"{name}:{stat.st_size}:{int(stat.st_mtime)}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+    def table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(centred vectors [V, d], their L2-normalised rows [V, d], SIF weights [V]); built or loaded once."""
+        with self._lock:
+            if self._table is None:
+                import torch
+
+                vectors = self._load_cached()
+                if vectors is None:
+                    vectors = self._distil()
+                    self._save_cached(vectors)
+                centred = torch.from_numpy(vectors)
+                self._table = (centred, torch.nn.functional.normalize(centred, dim=-1), self._weights(len(vectors)))
+        return self._table
+
+    def _distil(self) -> np.ndarray:
+        import torch
+
+        tok, model = self.base.tokenizer, self.base.model
+        size = len(tok)
+        rows: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, size, 512):
+                ids = torch.arange(start, min(size, start + 512))
+                edge = torch.ones_like(ids)
+                inputs = torch.stack([edge * tok.cls_token_id, ids, edge * tok.sep_token_id], dim=1)
+                inputs = inputs.to(self.base.device)
+                hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
+                rows.append(hidden[:, 1].float().cpu().numpy())
+        table = np.concatenate(rows).astype(np.float32)
+        special = set(tok.all_special_ids)
+        regular = [i for i in range(size) if i not in special]
+        return np.asarray(table - table[regular].mean(axis=0), dtype=np.float32)
+
+    def _weights(self, size: int) -> torch.Tensor:
+        import torch
+
+        # WordPiece vocabularies put [unused] slots and single characters first, then words by
+        # frequency ("the" first); ids before the first word count as the most frequent.
+        first_word = self.tokenizer.convert_tokens_to_ids("the")
+        offset = first_word if isinstance(first_word, int) and first_word != self.tokenizer.unk_token_id else 0
+        rank = torch.clamp(torch.arange(size, dtype=torch.float64) - offset + 1, min=1.0)
+        p = 1.0 / rank
+        p = p / p.sum()
+        return (1e-3 / (1e-3 + p)).float()
+
+    def _cache_path(self) -> str:
+        return os.path.join(self.cache_dir, f"static-{self.cache_key()}.npy")
+
+    def _load_cached(self) -> np.ndarray | None:
+        if not self.cache_dir:
+            return None
+        try:
+            table = np.load(self._cache_path(), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return table if table.ndim == 2 and table.shape[0] == len(self.tokenizer) else None
+
+    def _save_cached(self, table: np.ndarray) -> None:
+        if not self.cache_dir:
+            return
+        path = self._cache_path()
+        try:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, table, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+        except OSError:
+            pass  # an unwritable cache only costs the distillation again next time
+
+    def encode_ids(self, ids: Sequence[Sequence[int] | np.ndarray], *, batch_size: int = 64) -> list[Encoded]:
+        """Token and sentence embeddings of each id sequence (truncated to max_length - 2 tokens)."""
+        import torch
+
+        centred, unit, weights = self.table()
+        if not ids:
+            return []
+        cap = self.max_length - 2
+        rows = [np.asarray(row, dtype=np.int64)[:cap] for row in ids]
+        lengths = [len(row) for row in rows]
+        index = torch.from_numpy(np.concatenate(rows))
+        segment = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(lengths, dtype=torch.long))
+        # Weighted sums as (texts x vocabulary) @ table with a sparse left side: reads each needed row
+        # once instead of materialising a weighted copy of every token's vector first.
+        counts = torch.sparse_coo_tensor(
+            torch.stack([segment, index]), weights[index], (len(rows), centred.shape[0]), check_invariants=False
+        )
+        sentences = torch.nn.functional.normalize(torch.sparse.mm(counts.coalesce(), centred), dim=-1)
+        empty = torch.nn.functional.normalize(centred[self.tokenizer.sep_token_id], dim=0)
+        tokens = unit[index].split(lengths)
+        return [Encoded(tokens[k], sentences[k] if lengths[k] else empty) for k in range(len(rows))]
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Normalised sentence embeddings [n, d] (float32)."""
+        encoded = self.encode_ids(self.token_ids(texts))
+        if not encoded:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([e.sentence.numpy() for e in encoded]).astype(np.float32)
+
+
+def default_cache_dir() -> str:
+    """Where distilled tables are kept: $HYBRIDPREF_MODEL_CACHE, else $XDG_CACHE_HOME/hybridpref (~/.cache)."""
+    if "HYBRIDPREF_MODEL_CACHE" in os.environ:
+        return os.environ["HYBRIDPREF_MODEL_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hybridpref")
+
+
 @functools.lru_cache(maxsize=8)
 def get_embedder(
     model_dir: str | None = None, *, device: str = "auto", max_length: int = MAX_LENGTH, dtype: str = "float32"
 ) -> Embedder:
     """The process-wide Embedder for these settings (created once; the model loads on first use)."""
     return Embedder(model_dir, device=device, max_length=max_length, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def get_static_embedder(model_dir: str | None = None, *, max_length: int = MAX_LENGTH) -> StaticEmbedder:
+    """The process-wide StaticEmbedder over get_embedder(model_dir) on the CPU (the table loads on first use)."""
+    return StaticEmbedder(get_embedder(model_dir, device="cpu", max_length=max_length))
+
+
+def get_feature_embedder(embeddings: str = DEFAULT_EMBEDDINGS) -> Embedder | StaticEmbedder:
+    """The embedder lexical_scores uses for `embeddings` ("static", the default, or "contextual")."""
+    if embeddings not in EMBEDDINGS:
+        raise ValueError(f"embeddings must be one of {', '.join(EMBEDDINGS)}, not {embeddings!r}")
+    return get_static_embedder() if embeddings == "static" else get_embedder()

@@ -17,6 +17,7 @@ from routing.features import (
     AIVerdict,
     Embedder,
     FeatureItem,
+    StaticEmbedder,
     ai_features,
     bertscore_f1,
     bin_label,
@@ -26,6 +27,8 @@ from routing.features import (
     entity_similarity,
     feature_matrix,
     get_embedder,
+    get_feature_embedder,
+    get_static_embedder,
     length_penalty,
     lexical_feature_names,
     lexical_scores,
@@ -430,9 +433,10 @@ def test_feature_matrix_merges_the_three_groups() -> None:
 # --- the real MiniLM model ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return get_embedder(device="cpu")
+@pytest.fixture(scope="module", params=["contextual", "static"])
+def embedder(request: pytest.FixtureRequest) -> Embedder | StaticEmbedder:
+    """Each lexical-score test runs with the MiniLM model and with its static distillation."""
+    return get_embedder(device="cpu") if request.param == "contextual" else get_static_embedder()
 
 
 def _pandalm_items(n: int) -> list[FeatureItem]:
@@ -448,9 +452,10 @@ def _pandalm_items(n: int) -> list[FeatureItem]:
     return items
 
 
-def test_embedder_is_cached_and_matches_sentence_transformers(embedder: Embedder) -> None:
+def test_embedder_is_cached_and_matches_sentence_transformers() -> None:
     from sentence_transformers import SentenceTransformer
 
+    embedder = get_embedder(device="cpu")
     assert get_embedder(device="cpu") is embedder
     texts = ["A short sentence.", "Photosynthesis turns light into chemical energy. " * 40]  # the second is truncated
     reference = SentenceTransformer(embedder.model_dir, device="cpu").encode(texts, normalize_embeddings=True)
@@ -459,7 +464,7 @@ def test_embedder_is_cached_and_matches_sentence_transformers(embedder: Embedder
     assert np.abs(ours - reference).max() < 1e-5
 
 
-def test_identical_responses_score_one(embedder: Embedder) -> None:
+def test_identical_responses_score_one(embedder: Embedder | StaticEmbedder) -> None:
     text = "Water boils at 100 °C at sea level. Marie Curie won the Nobel Prize in 1903 and again in 1911."
     [s] = lexical_scores([FeatureItem(1, "When does water boil?", text, text)], embedder=embedder)
     assert list(s) == list(LEXICAL_FEATURES)
@@ -473,7 +478,7 @@ def test_identical_responses_score_one(embedder: Embedder) -> None:
     assert s["prompt_len"] == 5.0  # when, does, water, boil, ?
 
 
-def test_unrelated_responses_score_lower(embedder: Embedder) -> None:
+def test_unrelated_responses_score_lower(embedder: Embedder | StaticEmbedder) -> None:
     prompt = "How do plants make food?"
     a = "Plants make food through photosynthesis, using sunlight, water and carbon dioxide to produce glucose."
     close = "Through photosynthesis, plants use sunlight, water and carbon dioxide to make glucose and oxygen."
@@ -487,7 +492,7 @@ def test_unrelated_responses_score_lower(embedder: Embedder) -> None:
     assert unrelated["rouge"] < 0.15
 
 
-def test_pandalm_items_batched_like_one_by_one(embedder: Embedder) -> None:
+def test_pandalm_items_batched_like_one_by_one(embedder: Embedder | StaticEmbedder) -> None:
     items = _pandalm_items(12)
     batched = lexical_scores(items, embedder=embedder, batch_size=5)
     for item, scores in zip(items[:4], batched[:4], strict=True):
@@ -505,7 +510,7 @@ def test_pandalm_items_batched_like_one_by_one(embedder: Embedder) -> None:
     assert (matrix.sum(axis=1) == 9).all()
 
 
-def test_long_responses_are_truncated_for_the_model_but_counted_in_full(embedder: Embedder) -> None:
+def test_long_responses_are_truncated_for_the_model_but_counted_in_full(embedder: Embedder | StaticEmbedder) -> None:
     long_a = "one two three " * 200  # 600 tokens
     long_b = long_a + "four five six " * 100  # differs only after the first 254 tokens
     [s] = lexical_scores([FeatureItem(1, "count", long_a, long_b)], embedder=embedder)
@@ -518,7 +523,7 @@ def test_long_responses_are_truncated_for_the_model_but_counted_in_full(embedder
     assert s["rouge"] < 1.0
 
 
-def test_empty_and_duplicate_texts(embedder: Embedder) -> None:
+def test_empty_and_duplicate_texts(embedder: Embedder | StaticEmbedder) -> None:
     items = [
         FeatureItem(1, "", "", ""),
         FeatureItem(2, "p", "Same text.", ""),
@@ -532,6 +537,46 @@ def test_empty_and_duplicate_texts(embedder: Embedder) -> None:
     assert one_empty["bertscore_length"] == 0.0
     assert same["cosine_sim"] == pytest.approx(1.0, abs=1e-5)
     assert lexical_scores([], embedder=embedder) == []
+
+
+def test_the_static_table_is_distilled_once_then_read_from_the_disk_cache(tmp_path: Path) -> None:
+    base = get_embedder(device="cpu")
+    first = StaticEmbedder(base, cache_dir=str(tmp_path))
+    centred, unit, weights = first.table()
+    assert centred.shape == (len(base.tokenizer), 384)
+    assert [p.name for p in tmp_path.iterdir()] == [f"static-{first.cache_key()}.npy"]
+    regular = [i for i in range(len(base.tokenizer)) if i not in set(base.tokenizer.all_special_ids)]
+    assert float(centred[regular].mean(0).abs().max()) < 1e-4  # centred over the non-special entries
+    assert np.allclose(unit.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+    the, rare = base.tokenizer.convert_tokens_to_ids(["the", "volcano"])
+    assert weights[the] < weights[rare]  # frequent tokens weigh less in the sentence embedding
+
+    second = StaticEmbedder(base, cache_dir=str(tmp_path))
+    second._distil = lambda: pytest.fail("distilled again instead of reading the cache")  # type: ignore[method-assign]
+    assert np.array_equal(second.table()[0].numpy(), centred.numpy())
+    (tmp_path / f"static-{first.cache_key()}.npy").write_bytes(b"not a table")
+    third = StaticEmbedder(base, cache_dir=str(tmp_path))
+    assert np.array_equal(third.table()[0].numpy(), centred.numpy())  # a broken cache file is rebuilt
+
+
+def test_static_scores_rank_pandalm_pairs_like_the_contextual_model() -> None:
+    from scipy.stats import spearmanr
+
+    items = _pandalm_items(150)
+    contextual = lexical_scores(items, embedder=get_embedder(device="cpu"))
+    static = lexical_scores(items, embedder=get_static_embedder())
+    for name, floor in (("bertscore", 0.85), ("bertscore_length", 0.95), ("cosine_sim", 0.7)):
+        rho = spearmanr([s[name] for s in contextual], [s[name] for s in static])[0]
+        assert rho > floor, (name, rho)
+    for name in ("rouge", "entity_sim", "token_len_diff", "prompt_len", "len_shorter", "len_longer"):
+        assert [s[name] for s in static] == [s[name] for s in contextual], name
+
+
+def test_the_feature_embedder_is_chosen_by_name() -> None:
+    assert get_feature_embedder() is get_static_embedder()
+    assert get_feature_embedder("contextual") is get_embedder()
+    with pytest.raises(ValueError, match="embeddings must be one of static, contextual"):
+        get_feature_embedder("word2vec")
 
 
 def test_embedder_settings_are_checked() -> None:

@@ -37,6 +37,19 @@ def test_features_are_stored_per_item_and_not_computed_twice(pandalm):
     assert compute_features(pandalm) == 0
 
 
+def test_features_record_their_embeddings_and_switching_recomputes_every_item(pandalm):
+    item = Item.objects.filter(project=pandalm).first()
+    assert item.features["lexical_embeddings"] == "static"  # the default (settings.ROUTING_EMBEDDINGS)
+    static_cosine = item.features["lexical"]["cosine_sim"]
+    assert compute_features(pandalm, embeddings="contextual") == 60  # no project mixes the two kinds
+    item.refresh_from_db()
+    assert item.features["lexical_embeddings"] == "contextual"
+    assert item.features["lexical"]["cosine_sim"] != static_cosine
+    assert compute_features(pandalm, embeddings="contextual") == 0
+    with pytest.raises(RoutingError, match="embeddings must be one of static, contextual"):
+        compute_features(pandalm, embeddings="glove")
+
+
 def test_project_data_lines_up_features_ai_and_human_labels(pandalm):
     data = project_data(pandalm, judge="gpt-3.5-turbo", need_ai_label=True)
     assert len(data.item_ids) == 60

@@ -45,20 +45,33 @@ class RoutingError(ValueError):
 
 
 def compute_features(
-    project: Project, *, recompute: bool = False, progress: Callable[[int, int], None] | None = None
+    project: Project,
+    *,
+    recompute: bool = False,
+    embeddings: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Compute and store the lexical scores of the project's pairwise items; returns how many were computed.
 
     Stored in Item.features["lexical"] (raw scores; the bins depend on the whole project and are
-    made at routing time). Resumable: items that have scores are skipped unless recompute.
+    made at routing time), with the embeddings used in Item.features["lexical_embeddings"].
+    embeddings: "static" or "contextual" (routing/features.py); default settings.ROUTING_EMBEDDINGS.
+    Resumable: items that have scores from the same embeddings are skipped unless recompute, so a
+    project never mixes scores of the two kinds (their bins would not mean the same).
     """
-    from routing.features import FeatureItem, lexical_scores
+    from django.conf import settings
 
+    from routing.features import EMBEDDINGS, FeatureItem, get_feature_embedder, lexical_scores
+
+    embeddings = embeddings or settings.ROUTING_EMBEDDINGS
+    if embeddings not in EMBEDDINGS:
+        raise RoutingError(f"embeddings must be one of {', '.join(EMBEDDINGS)}, not {embeddings!r}")
     if project.kind != PAIRWISE:
         raise RoutingError("routing features compare two responses; this is a ranking project")
+    embedder = get_feature_embedder(embeddings)
     items = project.items.order_by("id")
     if not recompute:
-        items = items.exclude(features__has_key="lexical")
+        items = items.exclude(features__has_key="lexical", features__lexical_embeddings=embeddings)
     ids = list(items.values_list("id", flat=True))
     done = 0
     for start in range(0, len(ids), FEATURE_BATCH):
@@ -69,9 +82,11 @@ def compute_features(
         for item in batch:
             texts = [r.text for r in sorted(item.responses.all(), key=lambda r: r.position)]
             feature_items.append(FeatureItem(item.pk, prompt_text(item), texts[0], texts[1] if len(texts) > 1 else ""))
-        scores = lexical_scores(feature_items)
+        scores = lexical_scores(feature_items, embedder=embedder)
         lexical = {item.pk: {k: float(v) for k, v in raw.items()} for item, raw in zip(batch, scores, strict=True)}
-        merge_item_features({item_id: {"lexical": values} for item_id, values in lexical.items()})
+        merge_item_features(
+            {item_id: {"lexical": values, "lexical_embeddings": embeddings} for item_id, values in lexical.items()}
+        )
         done += len(batch)
         if progress:
             progress(done, len(ids))

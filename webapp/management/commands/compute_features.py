@@ -13,6 +13,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("project_slug")
         parser.add_argument("--recompute", action="store_true", help="also items that have features already")
+        parser.add_argument(
+            "--embeddings",
+            choices=("static", "contextual"),
+            help="static (fast on a CPU) or contextual (MiniLM itself); default: HYBRIDPREF_ROUTING_EMBEDDINGS",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         project = Project.objects.filter(slug=opts["project_slug"]).first()
@@ -24,7 +29,7 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         try:
-            n = compute_features(project, recompute=opts["recompute"], progress=progress)
+            n = compute_features(project, recompute=opts["recompute"], embeddings=opts["embeddings"], progress=progress)
         except RoutingError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"\n{project.slug}: features computed for {n} item(s)")
