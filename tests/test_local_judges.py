@@ -451,7 +451,16 @@ def test_with_the_prefix_cache_a_prompt_the_model_fails_on_fails_alone(
 def test_the_prefix_cache_is_a_setting_and_a_model_that_fails_the_probe_scores_whole_prompts(
     tiny: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert GenerativeJudge.from_config(tiny["strong"], {}).prefix_cache is True
+    assert GenerativeJudge.from_config(tiny["strong"], {}).prefix_cache == "auto"
+    auto = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8)
+    assert [o.status for o in auto.judge(_requests(CAPITAL, CAPITAL_AGAIN), LIKERT)] == ["done"] * 4
+    assert auto.last_stats["tokens_run"] < auto.last_stats["prompt_tokens"]  # "auto" caches on the CPU
+    import torch
+
+    assert local._on_cpu(torch.nn.Linear(2, 2)) is True
+    assert local._on_cpu(torch.nn.Linear(2, 2).to("meta")) is False  # on a GPU "auto" scores whole prompts
+    with pytest.raises(ValueError, match="prefix_cache: expected true, false or \"auto\", got 'yes'"):
+        GenerativeJudge.from_config(tiny["strong"], {"prefix_cache": "yes"})
     off = GenerativeJudge.from_config(tiny["strong"], {"prefix_cache": False, "batch_size": 4})
     assert off.prefix_cache is False
     assert off.prompt_version == GenerativeJudge(tiny["strong"]).prompt_version  # same verdicts either way
