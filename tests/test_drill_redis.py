@@ -166,6 +166,59 @@ def test_a_run_started_while_the_broker_is_down_is_kept_queued_and_resume_sends_
         judging.resume_run(run)
 
 
+@pytest.mark.django_db
+def test_a_run_started_while_the_broker_hangs_answers_within_seconds_and_stays_queued(
+    django_capture_on_commit_callbacks,
+):
+    """A broker that accepts connections but never answers: the send gives up (socket timeouts in settings)."""
+    import socket
+    import threading
+
+    from django.conf import settings
+
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] == 3.0
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] == 900  # over the 300 s retry wait
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    project = ProjectFactory(slug="broker-hung", aspects=["overall"])
+    for _ in range(3):
+        ItemFactory(project=project)
+    judge = judging.create_judge(
+        name="broker-hung", backend="openai", model="fake", config={"base_url": "http://127.0.0.1:9/v1"}
+    )
+    try:
+        with celery_broker(f"redis://127.0.0.1:{listener.getsockname()[1]}/0"):
+            start = time.perf_counter()
+            with django_capture_on_commit_callbacks(execute=True):
+                run = judging.start_run(project, judge, chunk_size=2)
+            waited = time.perf_counter() - start
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+    print(f"\nhung broker: the send gave up after {waited:.1f} s")
+    assert held, "the send never reached the hung broker"
+    assert waited < 30  # without the socket timeouts it would wait forever
+    assert judging.enqueue_error(run)
+    run.refresh_from_db()
+    assert run.status == JudgeRun.QUEUED
+    assert Judgment.objects.filter(run=run, status=Judgment.PENDING).count() == 6
+
+
 # --- the drill -----------------------------------------------------------------------------------------
 
 

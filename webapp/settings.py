@@ -271,6 +271,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A killed worker's unacknowledged chunk goes back to the queue after this many seconds. It
+        # must outlast the longest wait of a retried chunk (300 s, annotators/backoff.py), or a chunk
+        # waiting out a Retry-After would be handed to a second worker as well.
+        "visibility_timeout": _setting(lambda e, n, d: env_int(e, n, d, minimum=301), "CELERY_VISIBILITY_TIMEOUT", 900),
+        # A Redis that accepts connections but never answers costs a send a few seconds, not forever
+        # (kombu's default): the web request that starts a run answers, and the run stays queued.
+        # Above the worker's 1 s BRPOP timeout.
+        "socket_timeout": 3.0,
+        "socket_connect_timeout": 3.0,
+    }
+# One retry of a failed send (Celery's default is three, each up to a socket timeout).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 # Task state lives in our own tables (ImportJob, Judgment ...), so no result backend is needed.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
