@@ -189,7 +189,7 @@ def test_a_manager_routes_from_the_routing_page_and_annotators_cannot(
     assert client.post("/p/pl/routing/route", {"strategy": "random", "budget": "0.5"}).status_code == 403
     client.force_login(boss)
     page = client.get("/p/pl/routing/").content.decode()
-    assert "features for 60" in page
+    assert "features (static embeddings) for 60" in page
     response = client.post("/p/pl/routing/route", {"strategy": "random", "budget": "0.5", "seed": "2"})
     assert response.status_code == 302
     assert Item.objects.filter(project=pandalm, route="human").count() == 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Count
@@ -36,7 +37,8 @@ def _manager_project(request: HtmxHttpRequest, slug: str) -> Project:
 
 def _context(project: Project, **extra: object) -> dict[str, object]:
     n_items = project.items.count()
-    with_features = project.items.filter(features__has_key="lexical").count()
+    embeddings = settings.ROUTING_EMBEDDINGS  # features of the other kind are computed again
+    with_features = project.items.filter(features__has_key="lexical", features__lexical_embeddings=embeddings).count()
     routes = dict(project.items.values("route").annotate(n=Count("id")).values_list("route", "n"))
     jobs = {kind: project.routing_jobs.filter(kind=kind).select_related("judge").first() for kind in RoutingJob.KINDS}
     features_running = bool(with_features) and with_features < n_items
@@ -45,6 +47,7 @@ def _context(project: Project, **extra: object) -> dict[str, object]:
         "role": Membership.MANAGER,
         "n_items": n_items,
         "with_features": with_features,
+        "embeddings": embeddings,
         "features_missing": n_items - with_features,
         "tagged": count_tagged(project),
         "tagging_job": jobs[RoutingJob.TAGGING],
