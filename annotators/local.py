@@ -400,7 +400,12 @@ class GenerativeJudge(LocalJudge):
             # Prompts in token order: those sharing a question (or an instruction) score together.
             order = sorted(range(len(seqs)), key=lambda i: seqs[i])
             scored = _run_batches([len(s) for s in seqs], self.batch_size, scorer.score, order=order)
-            stats.update(tokens_run=scorer.tokens_run, tokens_padded=scorer.tokens_padded, passes=scorer.passes)
+            stats.update(
+                tokens_run=scorer.tokens_run,
+                tokens_padded=scorer.tokens_padded,
+                passes=scorer.passes,
+                packed_passes=scorer.packed_passes,
+            )
         else:
 
             def score(batch: list[int]) -> list[float]:
@@ -528,8 +533,9 @@ MIN_SHARED_TOKENS = 16
 # computes no faster per token than one row, so padding 10% more tokens costs more than a pass.
 MAX_PAD_RATIO = 1.1
 
-# Per loaded model: whether the prefix-cached path reproduces the uncached probabilities (_probe).
-_prefix_support: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# Per loaded model: whether the prefix-cached path, and its packed leaf passes, reproduce the uncached
+# probabilities (_probe, _probe_packing).
+_prefix_support: weakref.WeakKeyDictionary[Any, tuple[bool, bool]] = weakref.WeakKeyDictionary()
 _prefix_support_lock = threading.Lock()
 
 # Per layer: keys and values (heads x tokens x head size) of one token sequence, real tokens only.
@@ -644,10 +650,13 @@ class _PrefixScorer:
             shared += 1
         self.shared = shared
         self._root: _KV | None = None
+        # Siblings packed into one row in leaf passes (_packed_pass); set by usable() from the probe.
+        self.packing = False
         # What the model ran: prompt tokens computed (shared runs once) and with the padding of each pass.
         self.tokens_run = 0
         self.tokens_padded = 0
         self.passes = 0
+        self.packed_passes = 0  # of them, leaf passes with siblings packed into one row
 
     def usable(self) -> bool:
         with _prefix_support_lock:
@@ -655,8 +664,9 @@ class _PrefixScorer:
                 # On a scorer of its own, so that this call's token counts leave the probe out; the
                 # first 48 tokens of a prompt will do (any real tokens would), and keep it cheap.
                 probe = _PrefixScorer(self.net, [max(self.seqs, key=len)[:48]], self.pad_id, self.letters)
-                _prefix_support[self.net] = probe._probe()
-            return _prefix_support[self.net]
+                _prefix_support[self.net] = (probe._probe(), probe._probe_packing())
+            usable, self.packing = _prefix_support[self.net]
+            return usable
 
     def _probe(self) -> bool:
         """Whether two prompt halves, run as parent and child with padding on both levels, give the
@@ -683,6 +693,24 @@ class _PrefixScorer:
         except Exception:
             return False
 
+    def _probe_packing(self) -> bool:
+        """Whether two continuations of one parent, packed into one row (_packed_pass), give the
+        whole prompts' P(A). Run once per loaded model, after _probe."""
+        try:
+            import torch
+
+            seq = self.seqs[0]
+            if len(seq) < 16:
+                return False
+            cut = len(seq) // 2
+            wholes = _choice_probabilities(self.net, [seq, seq[:-3]], self.pad_id, self.letters)
+            _, (head,) = self._pass([seq[:cut]], [None], [0])
+            probs = self._packed_pass([seq[cut:], seq[cut:-3]], [head, head])
+            tolerance = 1e-3 if next(self.net.parameters()).dtype == torch.float32 else 2e-2
+            return all(abs(p - w) <= tolerance for p, w in zip(probs, wholes, strict=True))
+        except Exception:
+            return False
+
     def score(self, batch: list[int]) -> list[float]:
         """P(shown A) of each prompt in `batch` (indices into the call's prompts)."""
         if self.shared and self._root is None:
@@ -701,7 +729,12 @@ class _PrefixScorer:
                 segments = [seqs[nodes[k].owner][nodes[k].start : nodes[k].end] for k in ks]
                 parents = [states[nodes[k].parent] if nodes[k].parent >= 0 else self._root for k in ks]
                 keep = [r for r, k in enumerate(ks) if nodes[k].children]
-                row_probs, kept = self._pass(segments, parents, keep)
+                kept: list[_KV] = []
+                if not keep and self.packing and len({id(p) for p in parents}) < len(parents):
+                    row_probs = self._packed_pass(segments, parents)
+                    self.packed_passes += 1
+                else:
+                    row_probs, kept = self._pass(segments, parents, keep)
                 for k, p in zip(ks, row_probs, strict=True):
                     for i in nodes[k].ends:
                         probs[i] = p
@@ -719,7 +752,6 @@ class _PrefixScorer:
         real tokens only) of the rows in `keep`.
         """
         import torch
-        from transformers import DynamicCache
 
         device = self.net.device
         n, width = len(segments), max(len(s) for s in segments)
@@ -734,20 +766,7 @@ class _PrefixScorer:
             mask[r, past + width - len(segment) :] = 1
             positions[r, width - len(segment) :] = torch.arange(context, context + len(segment))
         with torch.inference_mode():
-            cache: Any = DynamicCache()
-            if past:
-                # The parents' caches, left-padded to a common length (the padding is masked out).
-                model = next(p for p in parents if p is not None)
-                data = []
-                for layer, (k0, v0) in enumerate(model):
-                    keys = k0.new_zeros((n, k0.shape[0], past, k0.shape[-1]))
-                    values = v0.new_zeros((n, v0.shape[0], past, v0.shape[-1]))
-                    for r, parent in enumerate(parents):
-                        if parent is not None:
-                            keys[r, :, past - contexts[r] :] = parent[layer][0]
-                            values[r, :, past - contexts[r] :] = parent[layer][1]
-                    data.append((keys, values))
-                cache = DynamicCache(data)
+            cache = _padded_cache(parents, contexts, past)
             kwargs: dict[str, Any] = {
                 "input_ids": ids.to(device),
                 "attention_mask": mask.to(device),
@@ -768,6 +787,86 @@ class _PrefixScorer:
         self.tokens_run += sum(len(s) for s in segments)
         self.tokens_padded += n * width
         return _letter_probabilities(logits, self.letters), kept
+
+    def _packed_pass(self, segments: list[list[int]], parents: Sequence[_KV | None]) -> list[float]:
+        """P(shown A) of each segment after its parent, siblings packed into one row.
+
+        A leaf pass (nothing kept) where several segments share a parent: the aspects of one
+        request, or an item's two orders. Row r holds every segment of one parent, each left-padded
+        to the longest segment's width w, after one copy of that parent's cache (instead of one copy
+        per segment: copying long caches is what such a pass spends its time on). A 4-D mask lets
+        each token see its parent's tokens and the tokens of its own segment before it, nothing of
+        its siblings; position ids continue the parent's, so each segment is scored as it would be
+        alone. Logits are read at each slot's last column.
+        """
+        import torch
+
+        device = self.net.device
+        groups: dict[int, list[int]] = {}
+        for j, parent in enumerate(parents):
+            groups.setdefault(id(parent), []).append(j)
+        rows = list(groups.values())
+        width = max(len(s) for s in segments)
+        slots = max(len(row) for row in rows)
+        n, total = len(rows), slots * width
+        row_parents = [parents[row[0]] for row in rows]
+        contexts = [0 if p is None else int(p[0][0].shape[-2]) for p in row_parents]
+        past = max(contexts)
+        ids = torch.full((n, total), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((n, total), dtype=torch.long)
+        mask = torch.zeros((n, 1, total, past + total), dtype=torch.bool)
+        # Every query sees itself, so no row of the mask is empty (padding queries are discarded).
+        mask[:, 0, torch.arange(total), past + torch.arange(total)] = True
+        for r, (row, context) in enumerate(zip(rows, contexts, strict=True)):
+            for slot, j in enumerate(row):
+                segment = segments[j]
+                end = (slot + 1) * width
+                begin = end - len(segment)
+                ids[r, begin:end] = torch.tensor(segment, dtype=torch.long)
+                positions[r, begin:end] = torch.arange(context, context + len(segment))
+                mask[r, 0, begin:end, past - context : past] = True
+                own = torch.ones((len(segment), len(segment)), dtype=torch.bool).tril()
+                mask[r, 0, begin:end, past + begin : past + end] = own
+        with torch.inference_mode():
+            cache = _padded_cache(row_parents, contexts, past)
+            kwargs: dict[str, Any] = {
+                "input_ids": ids.to(device),
+                "attention_mask": mask.to(device),
+                "position_ids": positions.to(device),
+                self.cache_arg: cache,
+                "use_cache": True,
+                "logits_to_keep": torch.arange(width - 1, total, width, device=device),
+            }
+            logits = self.net(**kwargs).logits  # [rows, slots, vocabulary]
+        probs = _letter_probabilities(logits.reshape(n * slots, -1), self.letters)
+        out = [math.nan] * len(segments)
+        for r, row in enumerate(rows):
+            for slot, j in enumerate(row):
+                out[j] = probs[r * slots + slot]
+        self.passes += 1
+        self.tokens_run += sum(len(s) for s in segments)
+        self.tokens_padded += n * total
+        return out
+
+
+def _padded_cache(parents: Sequence[_KV | None], contexts: Sequence[int], past: int) -> Any:
+    """A DynamicCache of the parents' keys and values, left-padded to `past` tokens (the caller masks
+    the padding out); empty when no row has a parent."""
+    from transformers import DynamicCache
+
+    if not past:
+        return DynamicCache()
+    model = next(p for p in parents if p is not None)
+    data = []
+    for layer, (k0, v0) in enumerate(model):
+        keys = k0.new_zeros((len(parents), k0.shape[0], past, k0.shape[-1]))
+        values = v0.new_zeros((len(parents), v0.shape[0], past, v0.shape[-1]))
+        for r, parent in enumerate(parents):
+            if parent is not None:
+                keys[r, :, past - contexts[r] :] = parent[layer][0]
+                values[r, :, past - contexts[r] :] = parent[layer][1]
+        data.append((keys, values))
+    return DynamicCache(data)
 
 
 # --- score-based judges (reward model, density ratio) ---------------------------------------------

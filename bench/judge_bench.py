@@ -8,20 +8,24 @@ from __future__ import annotations
 from bench.common import Context, Row
 from bench.judge_local_bench import method
 
-N_LOCAL_ITEMS = 16
+N_LOCAL_ITEMS = 16  # one aspect
+N_LOCAL_ITEMS_DEFAULT = 8  # the default scheme's four aspects: four prompts per item and order
 TARGET_HTTP_RATIO = 2.0
 
 
 def run(ctx: Context) -> list[Row]:
     from bench.judge_http_bench import http_judge_bench
     from bench.judge_local_bench import local_judge_bench, rows
+    from webapp.scheme import DEFAULT_ASPECTS
 
+    default = local_judge_bench(N_LOCAL_ITEMS_DEFAULT, aspects=DEFAULT_ASPECTS)
+    ctx.note(f"local judge (default scheme): {default}")
     local = local_judge_bench(N_LOCAL_ITEMS)
-    ctx.note(f"local judge: {local}")
+    ctx.note(f"local judge (1 aspect): {local}")
     http = http_judge_bench()
     ctx.note(f"http judge: {http}")
     return [
-        *rows(local),
+        *rows(default, local),
         Row(
             f"HTTP judge: {http['items']} items x 2 orders, 50 ms server, concurrency 16"
             f" (ideal {http['ideal_seconds']:.2f} s)",
@@ -35,7 +39,7 @@ def run(ctx: Context) -> list[Row]:
 METHOD = (
     """\
 **Judges** (`bench/judge_bench.py`, `bench/judge_local_bench.py`, `bench/judge_http_bench.py`). """
-    + method(N_LOCAL_ITEMS)
+    + method(N_LOCAL_ITEMS, N_LOCAL_ITEMS_DEFAULT)
     + """ HTTP judge: the `openai` backend against
 `tests/fake_openai.py`, a real HTTP server on 127.0.0.1 that answers every chat completion after 50 ms, judges
 200 pairwise items in both orders (400 requests) with concurrency 16; the ideal time is 200 x 2 x 50 ms / 16."""

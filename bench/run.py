@@ -51,7 +51,7 @@ class Benchmark:
 BENCHMARKS = [
     Benchmark("import", "bench.import_bench", timeout_s=600),
     Benchmark("annotate", "bench.annotate_bench", timeout_s=300),
-    Benchmark("judge", "bench.judge_bench", timeout_s=300),
+    Benchmark("judge", "bench.judge_bench", timeout_s=480),
     Benchmark("export", "bench.export_bench", timeout_s=400),
     Benchmark("route", "bench.routing_bench", timeout_s=400),
 ]

@@ -369,6 +369,8 @@ def test_prefix_cached_probabilities_equal_whole_prompts_one_at_a_time(tiny: dic
     # The system turn once per call; with batches, also a question's and a request's shared tokens.
     assert cached.last_stats["tokens_run"] < plain.last_stats["tokens_run"] * (0.9 if batch_size == 1 else 0.5)
     assert plain.last_stats["passes"] == len(requests) * len(LIKERT.aspects)
+    if batch_size > 1:  # a request's aspects are siblings: scored packed into one row, as whole prompts
+        assert cached.last_stats["packed_passes"] > 0
 
 
 def test_the_prefix_tree_computes_each_shared_run_once() -> None:
@@ -466,6 +468,14 @@ def test_the_prefix_cache_is_a_setting_and_a_model_that_fails_the_probe_scores_w
     assert off.prompt_version == GenerativeJudge(tiny["strong"]).prompt_version  # same verdicts either way
     with pytest.raises(ValueError, match=r"^prefix_cache: 1 has the wrong type"):
         GenerativeJudge.from_config(tiny["strong"], {"prefix_cache": 1})
+
+    # A model whose packed siblings do not score as whole prompts is cached without packing.
+    monkeypatch.setattr(local, "_prefix_support", local.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(_PrefixScorer, "_probe_packing", lambda self: False)
+    unpacked = GenerativeJudge(tiny["strong"], device="cpu", batch_size=8)
+    assert [o.status for o in unpacked.judge(_requests(CAPITAL, CAPITAL_AGAIN), LIKERT)] == ["done"] * 4
+    assert unpacked.last_stats["packed_passes"] == 0
+    assert unpacked.last_stats["tokens_run"] < unpacked.last_stats["prompt_tokens"]
 
     # A model whose split prompts do not score as whole ones (a sliding window, say) is never cached.
     monkeypatch.setattr(local, "_prefix_support", local.weakref.WeakKeyDictionary())
