@@ -95,8 +95,9 @@ def features_bench(
 
     items = synthetic_items(n_items)
     setup = time.perf_counter()
-    contextual = get_embedder(device=device, dtype=dtype)
-    embedder: Embedder | StaticEmbedder = contextual if embeddings == "contextual" else get_static_embedder()
+    embedder: Embedder | StaticEmbedder = (
+        get_embedder(device=device, dtype=dtype) if embeddings == "contextual" else get_static_embedder()
+    )
     lexical_scores(synthetic_items(8, seed=1), embedder=embedder, batch_size=batch_size)  # load + warm up
     setup_seconds = time.perf_counter() - setup
 

@@ -1255,9 +1255,10 @@ class StaticEmbedder:
       An empty text gets the normalised [SEP] row, so two empty texts have cosine 1.
 
     The point is speed: a lookup instead of about 21 MFLOP per token, so 10,000 items of 100-300-word
-    responses take seconds instead of about 13 minutes on two CPU cores. The price is context: on
-    the 999 PandaLM pairs the static scores rank the pairs like the contextual ones with Spearman
-    0.82 (cosine_sim) and 0.93 (bertscore); see docs/routing.md for the bins and the routing replay.
+    responses take about 40 s instead of about 15 minutes on two CPU cores (`make bench`; the 40 s are
+    mostly tokenizing, ROUGE and entities). The price is context: on the 999 PandaLM pairs the static
+    scores rank the pairs like the contextual ones with Spearman 0.82 (cosine_sim) and 0.93
+    (bertscore); see docs/routing.md for the bins and the routing replay.
     """
 
     kind = "static"
@@ -1391,13 +1392,6 @@ class StaticEmbedder:
         empty = torch.nn.functional.normalize(centred[self.tokenizer.sep_token_id], dim=0)
         tokens = unit[index].split(lengths)
         return [Encoded(tokens[k], sentences[k] if lengths[k] else empty) for k in range(len(rows))]
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Normalised sentence embeddings [n, d] (float32)."""
-        encoded = self.encode_ids(self.token_ids(texts))
-        if not encoded:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([e.sentence.numpy() for e in encoded]).astype(np.float32)
 
 
 def default_cache_dir() -> str:
