@@ -664,7 +664,8 @@ class _PrefixScorer:
                 # On a scorer of its own, so that this call's token counts leave the probe out; the
                 # first 48 tokens of a prompt will do (any real tokens would), and keep it cheap.
                 probe = _PrefixScorer(self.net, [max(self.seqs, key=len)[:48]], self.pad_id, self.letters)
-                _prefix_support[self.net] = (probe._probe(), probe._probe_packing())
+                usable = probe._probe()
+                _prefix_support[self.net] = (usable, usable and probe._probe_packing())
             usable, self.packing = _prefix_support[self.net]
             return usable
 

@@ -23,7 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from routing.features import Embedder, FeatureItem, binarize, get_embedder, get_static_embedder, lexical_scores
+from routing.features import (
+    Embedder,
+    FeatureItem,
+    StaticEmbedder,
+    binarize,
+    get_embedder,
+    get_static_embedder,
+    lexical_scores,
+)
 
 PANDALM = Path(__file__).resolve().parent.parent / "webapp" / "demo_data" / "pandalm" / "pandalm_testset_joined.jsonl"
 TARGET_SECONDS = 60.0
@@ -90,8 +98,6 @@ def features_bench(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-
-    from routing.features import StaticEmbedder
 
     items = synthetic_items(n_items)
     setup = time.perf_counter()

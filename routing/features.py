@@ -1110,8 +1110,6 @@ class Embedder:
     scores move by about 1e-3). The torch thread count is left as torch sets it. Loads lazily.
     """
 
-    kind = "contextual"
-
     def __init__(
         self,
         model_dir: str | None = None,
@@ -1260,8 +1258,6 @@ class StaticEmbedder:
     scores rank the pairs like the contextual ones with Spearman 0.82 (cosine_sim) and 0.93
     (bertscore); see docs/routing.md for the bins and the routing replay.
     """
-
-    kind = "static"
 
     def __init__(self, base: Embedder, *, cache_dir: str | None = None) -> None:
         self.base = base

@@ -330,7 +330,7 @@ IMPORT_MAX_FIELD_CHARS = _setting(env_int, "IMPORT_MAX_FIELD_CHARS", 200_000)
 IMPORT_BATCH_SIZE = _setting(env_int, "IMPORT_BATCH_SIZE", 2000)
 ANNOTATION_LEASE_MINUTES = _setting(env_int, "ANNOTATION_LEASE_MINUTES", 30)
 # Routing features: how cosine_sim and bertscore embed responses (routing/features.py): "static"
-# (MiniLM distilled to one vector per token; seconds per 10,000 items on a CPU) or "contextual"
+# (MiniLM distilled to one vector per token; about 40 s per 10,000 items on two CPU cores) or "contextual"
 # (the MiniLM model itself; about 15 minutes per 10,000 items on two CPU cores, fast on a GPU).
 ROUTING_EMBEDDINGS = env.get("HYBRIDPREF_ROUTING_EMBEDDINGS", "static")
 if ROUTING_EMBEDDINGS not in ("static", "contextual"):

@@ -47,8 +47,7 @@ from webapp.models import (
     QualificationAttempt,
     Response,
 )
-from webapp.rawsql import models_from_cursor
-from webapp.services.queue import QueueClosed, display_order, insert_values, lease_duration
+from webapp.services.queue import QueueClosed, display_order, insert_assignment, insert_values, lease_duration
 
 QUALIFY, GOLD = "qualification", "gold"
 
@@ -522,17 +521,7 @@ def serve_now(plan: Plan, project: Project, user: Any, profile: AnnotatorProfile
         values=", ".join(f"%(v{k})s" for k in range(len(values))),
         workspace=workspace,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        items = models_from_cursor(Item, cursor)
-    if not items:
-        return None
-    assignment.pk = items[0].hp_assignment  # type: ignore[attr-defined]
-    assignment._state.adding = False
-    assignment._state.db = connection.alias
-    Assignment.item.field.set_cached_value(assignment, items[0])
-    assignment.workspace = selectors.workspace_from_row(items[0])  # type: ignore[attr-defined]
-    return assignment
+    return insert_assignment(assignment, sql, params)
 
 
 def is_gold(item_id: int) -> bool:

@@ -483,6 +483,16 @@ def _claim_if_free(
         values=", ".join(f"%(v{k})s" for k in range(len(values))),
         workspace=workspace,
     )
+    saved = insert_assignment(assignment, sql, params)
+    if saved is not None and saved.item.status == Item.PENDING:
+        saved.item.status = Item.IN_PROGRESS  # as `started` left it (the statement reads the rows as they were)
+    return saved
+
+
+def insert_assignment(assignment: Assignment, sql: str, params: dict[str, Any]) -> Assignment | None:
+    """Run a statement that inserts `assignment` and returns its item's row with the new assignment's id
+    (hp_assignment) and the workspace columns: the assignment, saved, with its item and workspace
+    attached; None when the statement inserted nothing."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         items = models_from_cursor(Item, cursor)
@@ -491,8 +501,6 @@ def _claim_if_free(
     assignment.pk = items[0].hp_assignment  # type: ignore[attr-defined]
     assignment._state.adding = False
     assignment._state.db = connection.alias
-    if items[0].status == Item.PENDING:  # as `started` left it (the statement reads the rows as they were)
-        items[0].status = Item.IN_PROGRESS
     Assignment.item.field.set_cached_value(assignment, items[0])
     assignment.workspace = selectors.workspace_from_row(items[0])  # type: ignore[attr-defined]
     return assignment

@@ -61,14 +61,15 @@ def compute_features(
     """
     from django.conf import settings
 
-    from routing.features import EMBEDDINGS, FeatureItem, get_feature_embedder, lexical_scores
+    from routing.features import FeatureItem, get_feature_embedder, lexical_scores
 
     embeddings = embeddings or settings.ROUTING_EMBEDDINGS
-    if embeddings not in EMBEDDINGS:
-        raise RoutingError(f"embeddings must be one of {', '.join(EMBEDDINGS)}, not {embeddings!r}")
+    try:
+        embedder = get_feature_embedder(embeddings)
+    except ValueError as exc:
+        raise RoutingError(str(exc)) from None
     if project.kind != PAIRWISE:
         raise RoutingError("routing features compare two responses; this is a ranking project")
-    embedder = get_feature_embedder(embeddings)
     items = project.items.order_by("id")
     if not recompute:
         items = items.exclude(features__has_key="lexical", features__lexical_embeddings=embeddings)

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from routing.features import EMBEDDINGS
 from webapp.models import Project
 from webapp.services.routing import RoutingError, compute_features
 
@@ -15,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--recompute", action="store_true", help="also items that have features already")
         parser.add_argument(
             "--embeddings",
-            choices=("static", "contextual"),
+            choices=EMBEDDINGS,
             help="static (fast on a CPU) or contextual (MiniLM itself); default: HYBRIDPREF_ROUTING_EMBEDDINGS",
         )
 
