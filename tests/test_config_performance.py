@@ -63,15 +63,8 @@ def test_a_bad_psycopg_option_is_refused_and_named(query):
         parse_database_url(f"postgres://h/db?{query}", base_dir=ROOT)
 
 
-CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
-
-
-def test_production_binds_on_the_server_and_prepares_statements_planned_for_their_values():
-    assert _settings(_production())["options"] == {
-        "server_side_binding": True,
-        "prepare_threshold": 5,
-        "options": CUSTOM_PLANS,
-    }
+def test_production_binds_on_the_server_and_prepares_statements():
+    assert _settings(_production())["options"] == {"server_side_binding": True, "prepare_threshold": 5}
 
 
 def test_the_database_url_can_turn_prepared_statements_off():
@@ -79,15 +72,14 @@ def test_the_database_url_can_turn_prepared_statements_off():
     assert _settings(_production(DATABASE_URL=url))["options"] == {
         "server_side_binding": False,
         "prepare_threshold": None,
-        "options": CUSTOM_PLANS,
     }
 
 
 def test_server_options_in_the_url_are_kept_and_may_choose_the_plan_cache_mode():
     url = "postgres://prefs@db.invalid:5432/prefs?options=-c%20statement_timeout%3D5000"
-    assert _settings(_production(DATABASE_URL=url))["options"]["options"] == f"-c statement_timeout=5000 {CUSTOM_PLANS}"
-    url = "postgres://prefs@db.invalid:5432/prefs?options=-c%20plan_cache_mode%3Dauto"
-    assert _settings(_production(DATABASE_URL=url))["options"]["options"] == "-c plan_cache_mode=auto"
+    assert _settings(_production(DATABASE_URL=url))["options"]["options"] == "-c statement_timeout=5000"
+    url = "postgres://prefs@db.invalid:5432/prefs?options=-c%20plan_cache_mode%3Dforce_custom_plan"
+    assert _settings(_production(DATABASE_URL=url))["options"]["options"] == "-c plan_cache_mode=force_custom_plan"
 
 
 def test_production_with_a_redis_broker_caches_sessions_in_it():

@@ -1,25 +1,14 @@
-"""The markdown HTML caches: this process's, and the shared one (Redis) that other web workers fill."""
+"""Markdown rendering: what it renders, and this process's cache of the HTML."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
 from webapp import markdown
 
 TEXTS = ["**Bold** prompt", "A response with a list:\n\n- one\n- two", "`code` answer"]
-
-
-@pytest.fixture
-def shared_cache(settings: Any) -> Any:
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "md-test"}}
-    cache.clear()
-    markdown._cache.clear()
-    yield cache
-    cache.clear()
-    markdown._cache.clear()
 
 
 @pytest.fixture
@@ -32,44 +21,20 @@ def renders(monkeypatch: Any) -> list[str]:
         return original(text)
 
     monkeypatch.setattr(markdown, "_render", counted)
-    return done
+    markdown._cache.clear()
+    yield done
+    markdown._cache.clear()
 
 
-def test_prefetched_html_is_what_render_markdown_gives(shared_cache: Any, renders: list[str]) -> None:
-    expected = [markdown._render(t) for t in TEXTS]
-    renders.clear()
-    markdown.prefetch(TEXTS)
-    assert sorted(renders) == sorted(TEXTS)
-    assert [markdown.render_markdown(t) for t in TEXTS] == expected
-    assert len(renders) == len(TEXTS)  # no second rendering
+def test_each_text_is_rendered_once_and_then_served_from_the_cache(renders: list[str]) -> None:
+    first = [markdown.render_markdown(t) for t in TEXTS]
+    second = [markdown.render_markdown(t) for t in TEXTS]
+    assert first == second
+    assert renders == TEXTS
 
 
-def test_another_worker_finds_the_html_in_the_shared_cache(shared_cache: Any, renders: list[str]) -> None:
-    markdown.prefetch(TEXTS)
-    markdown._cache.clear()  # another process: nothing of its own
-    renders.clear()
-    markdown.prefetch(TEXTS)
-    assert renders == []
-    assert markdown.render_markdown(TEXTS[0]) == markdown._render(TEXTS[0])
-
-
-def test_a_failing_shared_cache_only_means_rendering_here(shared_cache: Any, renders: list[str], monkeypatch: Any):
-    class Down:
-        def get_many(self, *args: Any, **kwargs: Any) -> Any:
-            raise ConnectionError("redis is down")
-
-        set_many = get_many
-
-    monkeypatch.setattr("django.core.cache.cache", Down())
-    markdown.prefetch(TEXTS)
-    assert sorted(renders) == sorted(TEXTS)
-    assert markdown.render_markdown(TEXTS[1]).startswith("<p>A response")
-
-
-def test_long_texts_are_neither_cached_nor_prefetched(shared_cache: Any, renders: list[str]) -> None:
+def test_long_texts_are_not_cached(renders: list[str]) -> None:
     long = "word " * 5000
-    markdown.prefetch([long])
-    assert renders == []
     markdown.render_markdown(long)
     markdown.render_markdown(long)
     assert renders == [long, long]
@@ -83,3 +48,29 @@ def test_the_process_cache_keeps_the_most_recent_texts() -> None:
     lru.put("c", "C")
     assert lru.get("b") is None
     assert (lru.get("a"), lru.get("c")) == ("A", "C")
+
+
+def test_github_flavoured_markdown_is_rendered() -> None:
+    html = markdown.render_markdown(
+        "# Title\n\n| a | b |\n|---|:-:|\n| 1 | 2 |\n\n```python\nx = 1 < 2\n```\n\n- one\n- two\n\n~~old~~ **new**"
+    )
+    assert "<h1>Title</h1>" in html
+    assert '<th align="center">b</th>' in html
+    assert '<code class="language-python">x = 1 &lt; 2\n</code>' in html
+    assert "<li>one</li>" in html
+    assert "<del>old</del> <strong>new</strong>" in html
+
+
+def test_allowed_raw_html_is_kept_and_the_rest_removed() -> None:
+    html = markdown.render_markdown('Some <b>bold</b> text <img src="http://x/y.png"> and <span onclick="f()">z</span>')
+    assert "<b>bold</b>" in html
+    assert "<img" not in html
+    assert "onclick" not in html
+    assert "<span>z</span>" in html
+
+
+def test_links_get_no_opener_and_unsafe_schemes_are_dropped() -> None:
+    html = markdown.render_markdown("[ok](https://example.org) [bad](javascript:alert(1)) www.example.com")
+    assert '<a href="https://example.org" rel="noopener noreferrer nofollow">ok</a>' in html
+    assert "javascript:" not in html
+    assert 'href="http://www.example.com"' in html

@@ -211,8 +211,12 @@ class Assignment(models.Model):
     LEASED, SUBMITTED, SKIPPED, EXPIRED = "leased", "submitted", "skipped", "expired"
     STATUSES = (LEASED, SUBMITTED, SKIPPED, EXPIRED)
 
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments")
+    # No single-column indexes on the two keys: the indexes below (and the unique constraint) begin with
+    # them, and a third index would only cost every claim's insert and give the planner a worse choice.
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments", db_index=False)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments", db_index=False
+    )
     # The permutation shown: display_order[k] is the canonical index of the k-th response shown.
     display_order = models.JSONField()
     # The annotator's tier when the slot was claimed: overlap is counted per tier.

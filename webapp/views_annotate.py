@@ -14,8 +14,8 @@ from django.template.loader import get_template
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from webapp import markdown, selectors
 from webapp import scheme as sch
+from webapp import selectors
 from webapp.annotation_form import form_values, parse_form
 from webapp.models import Assignment, Item, Project
 from webapp.services.annotations import (
@@ -87,10 +87,6 @@ def workspace_context(
     else:  # the item with its responses and the annotator's progress, in one query
         item, responses, done = selectors.item_for_annotation(assignment.item_id, user, project)
         context["progress"] = selectors.annotator_progress(project, user, quota, done=done)
-    # The texts' HTML, from the shared cache where another worker rendered it (one round trip).
-    turns = item.conversation if isinstance(item.conversation, list) else []
-    texts = [turn["content"] for turn in turns if isinstance(turn, dict) and isinstance(turn.get("content"), str)]
-    markdown.prefetch([*(texts or [item.prompt]), *(r.text for r in responses)])
     by_position = {r.position: r for r in responses}
     shown = [by_position[i] for i in assignment.display_order]
     context.update(

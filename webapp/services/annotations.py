@@ -13,7 +13,15 @@ from webapp import scheme as sch
 from webapp.models import AnnotationRevision, AnnotatorProfile, Assignment, HumanAnnotation, Item, Project
 from webapp.rawsql import fetch_models
 from webapp.services import gold
-from webapp.services.queue import QueueClosed, for_update, insert_values, overlap_for, slot_still_free, try_claim_next
+from webapp.services.queue import (
+    QueueClosed,
+    for_update,
+    index_plans,
+    insert_values,
+    overlap_for,
+    slot_still_free,
+    try_claim_next,
+)
 
 
 class LeaseLost(Exception):
@@ -77,6 +85,7 @@ def submit_annotation(
     Assignment.DoesNotExist.
     """
     with transaction.atomic():
+        index_plans()
         return _submit(assignment_id, user, shown, project)
 
 
@@ -93,6 +102,7 @@ def submit_and_claim_next(
     assignment or None: then claim_next decides, after this commit). Raises as submit_annotation does.
     """
     with transaction.atomic():
+        index_plans()
         annotation, created = _submit(assignment_id, user, shown, project)
         claimed = None
         if created:
