@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ TEXTS = ["**Bold** prompt", "A response with a list:\n\n- one\n- two", "`code` a
 
 
 @pytest.fixture
-def renders(monkeypatch: Any) -> list[str]:
+def renders(monkeypatch: Any) -> Iterator[list[str]]:
     done: list[str] = []
     original = markdown._render
 
