@@ -47,7 +47,7 @@ TARGET_RATE = 200.0
 SEED = 20240502
 # gunicorn: see METHOD for why these.
 WORKER_CLASS = "sync"
-WORKERS = 2
+WORKERS = 3
 THREADS = 1
 
 _ASSIGNMENT = re.compile(rb'<section id="workspace" data-assignment="(\d*)"')
@@ -332,11 +332,13 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+def _machine_busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) jiffies of all CPUs, from /proc/stat. Stolen: time the hypervisor gave this
+    virtual machine's CPUs to others (counted as busy); it makes every figure of a run slower."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+    steal = values[7] if len(values) > 7 else 0
+    return sum(values) - idle, sum(values), steal
 
 
 # --- setup ------------------------------------------------------------------------------
@@ -439,6 +441,7 @@ def _drive(annotators: list[Annotator], server_pid: int) -> dict[str, float]:
         "server_cpu": (server1 - server0) / MEASURE_S,
         "postgres_cpu": (postgres1 - postgres0) / MEASURE_S,
         "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+        "machine_stolen": (busy1[2] - busy0[2]) / max(1, busy1[1] - busy0[1]),
     }
 
 
@@ -519,7 +522,7 @@ def run(ctx: Context) -> list[Row]:
         f"({load['server_cpu'] * per_submit:.1f} ms), PostgreSQL {load['postgres_cpu']:.0%} "
         f"({load['postgres_cpu'] * per_submit:.1f} ms), load generator {load['client_cpu']:.0%} "
         f"({load['client_cpu'] * per_submit:.1f} ms); whole machine {load['machine_busy']:.0%} busy "
-        f"({len(os.sched_getaffinity(0))} cores)"
+        f"({len(os.sched_getaffinity(0))} cores), of which {load['machine_stolen']:.0%} stolen by the hypervisor"
     )
     ctx.note(
         f"database: {stored:,} annotations stored, {len(submitted):,} submits answered 'Saved' "
@@ -574,12 +577,12 @@ project's whole index range). *Server:* gunicorn (`webapp.wsgi:application`) on 
 `HYBRIDPREF_MODE=production`, a generated `SECRET_KEY`, `DEBUG=0`, `ALLOWED_HOSTS=127.0.0.1`,
 `SECURE_COOKIES=0` `SECURE_SSL_REDIRECT=0` (plain HTTP), the scratch database and Redis as the Celery broker: the
 project's production settings, unchanged (database sessions, persistent database connections, the
-cached template loader). It runs {WORKERS} `{WORKER_CLASS}` workers, one per core (as `scripts/run_demo.sh`
-does): the work is CPU-bound (Python, and PostgreSQL on the same two cores), so more processes only add
-context switches and split each worker's cache of rendered markdown, and threads (`gthread`) serialize on
-the GIL. Measured here: 3 sync workers did the same within the run-to-run noise, 4 a little worse (more CPU
-per submission), and
-`gthread` with 2 workers of 1, 2 or 4 threads did markedly worse (the machine then stays partly idle).
+cached template loader). It runs {WORKERS} `{WORKER_CLASS}` workers on the two cores: the work is CPU-bound (Python, and
+PostgreSQL on the same two cores), but a worker waits for PostgreSQL for a few milliseconds of each request,
+and a third worker uses those. Measured here, alternating runs with little CPU stolen by the hypervisor
+(0-4 %): 2 workers 120 and 125 submissions/s, 3 workers 132 (and 151 in an earlier run); one run with 4
+gave 90 (its stolen CPU not recorded). An earlier session found `gthread` with 2 workers of 1, 2 or 4
+threads markedly worse (threads serialize on the GIL).
 A sync worker closes the connection after each response, so the client
 connects again for every request (on the loopback; that cost is in the figures). *Load:* this
 benchmark's own process (not gunicorn's) runs {N_ANNOTATORS} threads, one simulated annotator each, with
@@ -603,7 +606,9 @@ rank), submissions/s is their number over {MEASURE_S:.0f} s. An error is any sub
 back as a 200 with "Saved." (or fails on the connection), counted over warm-up and window; the annotator
 then goes on from the page it got. The CPU used during the window by gunicorn (master and workers), by
 every PostgreSQL process on the machine and by the load generator (`/proc`, `getrusage`) is printed with
-the results. *Checked afterwards:* the number of `HumanAnnotation` rows in the project equals the number
+the results, with the share of the machine's CPU time that the hypervisor gave to other machines (steal,
+`/proc/stat`): on this virtual machine it varied from 0 to 22 % between runs, and slows every figure.
+*Checked afterwards:* the number of `HumanAnnotation` rows in the project equals the number
 of submits that answered "Saved." (all of them distinct assignments), equals the number of submitted
 assignments, and no item has more than its two annotations. *Annotate page:* then one annotator alone
 (no other load) submits {PAGE_SAMPLES} times through the no-script path (a plain POST, redirected) and

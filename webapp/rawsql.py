@@ -59,7 +59,7 @@ def fetch_models(model: type[M], sql: str, params: Sequence[Any] | Mapping[str, 
 
 def models_from_cursor(model: type[M], cursor: Any) -> list[M]:
     """fetch_models' instances from the rows of an executed statement (PostgreSQL)."""
-    columns = tuple(column.name for column in cursor.description)
+    columns = _column_names(cursor)
     rows = cursor.fetchall()
     if not rows:
         return []
@@ -76,3 +76,12 @@ def models_from_cursor(model: type[M], cursor: Any) -> list[M]:
             setattr(instance, name, values[k])
         instances.append(instance)
     return instances
+
+
+def _column_names(cursor: Any) -> tuple[str, ...]:
+    """The result's column names. From psycopg's result directly: cursor.description builds an object per
+    column (type lookups included), about 0.1 ms for the assignment and item rows of a claim."""
+    result = getattr(getattr(cursor, "cursor", cursor), "pgresult", None)
+    if result is None:
+        return tuple(column.name for column in cursor.description)
+    return tuple(result.fname(k).decode() for k in range(result.nfields))

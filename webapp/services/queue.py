@@ -31,8 +31,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -456,13 +457,16 @@ _CLAIM = """WITH free AS (SELECT 1 WHERE {taken} < %(overlap)s
 
 def insert_values(obj: Any) -> tuple[list[str], list[Any]]:
     """The (quoted) columns and database values of a new model instance, as Model.save() would insert them."""
-    columns, values = [], []
-    for field in obj._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(connection.ops.quote_name(field.column))
-        values.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
-    return columns, values
+    conn = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy looks it up again
+    fields, columns = _insert_columns(obj._meta.label, conn.vendor)
+    return list(columns), [field.get_db_prep_save(field.pre_save(obj, add=True), conn) for field in fields]
+
+
+@functools.cache
+def _insert_columns(label: str, vendor: str) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """A model's fields other than the primary key, and their quoted columns (by model label and database)."""
+    fields = tuple(f for f in apps.get_model(label)._meta.concrete_fields if not f.primary_key)
+    return fields, tuple(connection.ops.quote_name(f.column) for f in fields)
 
 
 def _claim_if_free(
