@@ -589,6 +589,7 @@ class Snapshot(Schema):
     counts: dict[str, Any]
     code_version: str
     error: str
+    unsent: bool = Field(description="Its task could not be sent (the task queue was down); sent again later.")
     created_at: datetime
     finished_at: datetime | None
 

@@ -469,6 +469,8 @@ class ImportJob(models.Model):
     updated = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
+    # Its task could not be sent (the broker was down): services.dispatch sends it again.
+    unsent = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -505,6 +507,8 @@ class ExportSnapshot(models.Model):
     counts = models.JSONField(default=dict, blank=True, help_text="Rows per split and per label source.")
     code_version = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
+    # Its task could not be sent (the broker was down): services.dispatch sends it again.
+    unsent = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

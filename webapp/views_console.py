@@ -24,7 +24,7 @@ from webapp import scheme as sch
 from webapp import selectors
 from webapp.importing.formats import FORMATS
 from webapp.models import AnnotatorProfile, ImportJob, Item, Membership, Project, Response
-from webapp.services import uploads
+from webapp.services import dispatch, uploads
 from webapp.services.projects import (
     ProjectError,
     create_managed_project,
@@ -294,6 +294,7 @@ def _upload_context(project: Project, **extra: Any) -> dict[str, Any]:
 @require_GET
 def upload_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project = _data_project(request, slug)
+    dispatch.resend_unsent(project, from_page=True)  # what the broker refused before, if it answers now
     template = "webapp/console_upload.html" + ("#jobs" if request.htmx else "")
     return render(request, template, _upload_context(project))
 
@@ -379,7 +380,12 @@ def upload_import(request: HtmxHttpRequest, slug: str, token: str) -> HttpRespon
         return _report_page(request, project, staged, error=str(exc), status=exc.status)
     report = staged.report
     n = report.new + (report.changed if update else 0)
-    messages.success(request, f"Importing {n:,} item(s) from {staged.meta['name']} on a worker (import #{job.pk}).")
+    if job.unsent:
+        messages.warning(
+            request, f"Import #{job.pk} of {staged.meta['name']} is saved but not started: {dispatch.UNREACHABLE}"
+        )
+    else:
+        messages.success(request, f"Importing {n:,} item(s) from {staged.meta['name']} on a worker (import #{job.pk}).")
     return redirect("upload", slug=project.slug)
 
 

@@ -11,6 +11,7 @@ from webapp import selectors
 from webapp.exporting.aggregate import LABEL_SOURCES, RULES
 from webapp.exporting.formats import FORMATS, TIES
 from webapp.models import ExportSnapshot, Item, Judge, Membership, Project
+from webapp.services import dispatch
 from webapp.services.exports import ExportFailed, enqueue_export, snapshot_file
 from webapp.views import HtmxHttpRequest
 
@@ -42,6 +43,7 @@ def _context(project: Project, **extra: object) -> dict[str, object]:
 @require_GET
 def exports_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     project = _manager_project(request, slug)
+    dispatch.resend_unsent(project, from_page=True)  # what the broker refused before, if it answers now
     template = "webapp/exports.html"
     if request.htmx:
         template += "#snapshots"
@@ -81,7 +83,10 @@ def export_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     except ValueError as exc:  # ExportFailed, or a seed / fraction that is not a number
         message = str(exc) if isinstance(exc, ExportFailed) else f"seed and test fraction must be numbers ({exc})"
         return render(request, "webapp/exports.html", _context(project, form=form, error=message), status=400)
-    messages.success(request, f"Export v{snapshot.version} started.")
+    if snapshot.unsent:
+        messages.warning(request, f"Export v{snapshot.version} is saved but not started: {dispatch.UNREACHABLE}")
+    else:
+        messages.success(request, f"Export v{snapshot.version} started.")
     return redirect("exports", slug=project.slug)
 
 

@@ -36,6 +36,7 @@ from webapp.exporting.writers import (
     write_hf_dataset,
 )
 from webapp.models import ExportSnapshot, Project
+from webapp.services import dispatch
 
 FILE_TYPES = ExportSnapshot.FILE_TYPES
 FETCH = 2000
@@ -405,11 +406,10 @@ def export_now(project: Project, **kwargs: Any) -> ExportSnapshot:
 
 
 def enqueue_export(project: Project, **kwargs: Any) -> ExportSnapshot:
-    """Record a snapshot and let a Celery worker write it once the record is committed."""
-    from webapp.tasks import run_export  # tasks import services, not the other way round
-
+    """Record a snapshot and let a Celery worker write it once the record is committed (where the broker is
+    down, the snapshot is kept and marked unsent: services.dispatch)."""
     snapshot = create_snapshot(project, **kwargs)
-    transaction.on_commit(lambda: run_export.delay(snapshot.pk))
+    dispatch.send_on_commit(snapshot)
     return snapshot
 
 

@@ -24,6 +24,7 @@ from psycopg import sql
 from webapp.importing.formats import FORMATS, ItemRecord, RowProblems, check_record, parser_for
 from webapp.importing.readers import FileTypeError, ReadError, detect_file_type, read_rows
 from webapp.models import HumanAnnotation, ImportJob, Item, Judge, Judgment, Project, Response
+from webapp.services import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -587,9 +588,8 @@ def run_import_job(job_id: int) -> ImportJob:
 def enqueue_import(
     project: Project, path: Path | str, *, fmt: str = "native", update: bool = False, user: Any = None
 ) -> ImportJob:
-    """Queue an import for a Celery worker; the task is sent only once the job row is committed."""
-    from webapp.tasks import run_import  # tasks import services, not the other way round at load time
-
+    """Queue an import for a Celery worker; the task is sent only once the job row is committed (where the
+    broker is down, the job is kept and marked unsent: services.dispatch)."""
     job = ImportJob.objects.create(project=project, path=str(path), file_format=fmt, update=update, created_by=user)
-    transaction.on_commit(lambda: run_import.delay(job.pk))
+    dispatch.send_on_commit(job)
     return job
