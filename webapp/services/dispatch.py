@@ -4,7 +4,8 @@ The row is saved first and its task sent once the row is committed (transaction.
 is down the send fails: the row is kept, marked `unsent`, and the page or API answer says so instead of an
 error. resend_unsent sends such rows again: the upload and export pages call it for their project each time
 they are shown (they poll while something is queued), and `manage.py resend_tasks` for every project. Only a
-row whose send failed is marked, so it was never in the broker: sending it again cannot run it twice.
+row whose send failed is marked, so it was never in the broker, and sending it again does not run it twice
+(unless the mark cannot be cleared after a successful send: the database failing at that moment).
 """
 
 from __future__ import annotations
