@@ -30,9 +30,10 @@ Wall-clock benchmarks on a shared, busy machine are noisy; CPU time much less so
   measured under the same (changing) load; prints each one's best and median pass.
 
 Not included: gunicorn's own HTTP parsing and socket work per request. One process serves every request,
-but the benchmark's gunicorn has 2 workers, each with its own cache of rendered markdown, and an item's
-second annotator lands on either: `--workers 2` (the default) gives each request, at random (seeded), one of
-two markdown caches of its own (`--workers 1`: one process's; `--cold-markdown`: none, the worst case).
+but the benchmark's gunicorn has 3 workers (bench.annotate_bench.WORKERS), each with its own cache of rendered
+markdown, and an item's second annotator lands on any: `--workers 3` (the default) gives each request, at
+random (seeded), one of three markdown caches of its own (`--workers 1`: one process's; `--cold-markdown`:
+none, the worst case).
 """
 
 from __future__ import annotations
@@ -345,7 +346,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="cProfile the measured passes")
     parser.add_argument("--queries", action="store_true", help="count and time the statements per request")
     parser.add_argument("--cold-markdown", action="store_true", help="clear the markdown cache before each request")
-    parser.add_argument("--workers", type=int, default=2, help="web workers' markdown caches to spread requests over")
+    parser.add_argument("--workers", type=int, default=3, help="web workers' markdown caches to spread requests over")
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (default tottime; or cumulative)")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument(
@@ -410,7 +411,7 @@ def main() -> int:
     from webapp import markdown as wmd
     from webapp.wsgi import application  # django.setup(), as gunicorn's worker does
 
-    # A cache key prefix of this run's own: nothing another run left in Redis (rendered markdown) is found.
+    # A cache key prefix of this run's own: nothing another run left in Redis (cached sessions) is found.
     settings.CACHES["default"]["KEY_PREFIX"] = f"profile-{secrets.token_hex(6)}"
     started = time.perf_counter()
     if args.other_items:  # the state `make bench` leaves before its annotate benchmark: another, bigger project
