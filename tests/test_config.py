@@ -23,7 +23,7 @@ START_DJANGO = "import django; django.setup(); from django.conf import settings;
 
 def test_a_postgres_url_gives_every_connection_field():
     db = parse_database_url("postgres://alice:s3cret@db.example.org:6543/prefs?sslmode=require", base_dir=ROOT)
-    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert db["ENGINE"] == "webapp.postgres"
     assert db["NAME"] == "prefs"
     assert db["USER"] == "alice"
     assert db["PASSWORD"] == "s3cret"
@@ -34,7 +34,7 @@ def test_a_postgres_url_gives_every_connection_field():
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "pgsql", "POSTGRES"])
 def test_every_postgres_scheme_spelling_is_accepted(scheme):
-    assert parse_database_url(f"{scheme}://h/n", base_dir=ROOT)["ENGINE"] == "django.db.backends.postgresql"
+    assert parse_database_url(f"{scheme}://h/n", base_dir=ROOT)["ENGINE"] == "webapp.postgres"
 
 
 def test_percent_encoded_credentials_and_names_are_decoded():

@@ -73,7 +73,8 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
         options: dict[str, Any] = dict(parse_qsl(parts.query))
         _typed_postgres_options(options)
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            # Django's backend with a health check that costs no query (webapp/postgres/base.py).
+            "ENGINE": "webapp.postgres",
             "NAME": name,
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),

@@ -17,7 +17,7 @@ signal marks the request and __call__ swaps that 500 for the 503. Put this middl
 
 Django's persistent connections recover by themselves once the server is back: a connection that saw an
 error is closed at the end of its request, and CONN_HEALTH_CHECKS (webapp/config.py) tests a reused one
-before its first query.
+before its first query (webapp/postgres/base.py).
 """
 
 from __future__ import annotations
