@@ -38,6 +38,21 @@ stored = HumanAnnotation.objects.get(annotator__username="annotator")
 assert stored.preferences == {"overall": "Tie"} and stored.item_id == first.item_id
 second = Assignment.objects.exclude(pk=first.pk).get(annotator__username="annotator")
 assert second.item_id != first.item_id
+
+# An export on SQLite: the annotation just made, and the imported ones, with their JSON fields intact.
+import json, pathlib, tempfile
+from webapp.services.exports import export_now
+out = pathlib.Path(tempfile.mkdtemp())
+snapshot = export_now(Project.objects.get(), format="multipref", file_type="jsonl", out=out, options={})
+assert snapshot.status == "done", snapshot.error
+rows = {r["comparison_id"]: r for f in out.rglob("*.jsonl") for r in map(json.loads, f.open())}
+assert len(rows) == 999, len(rows)
+humans = rows[first.item.external_id]["normal_worker_annotations"]
+mine = [h for h in humans if h["evaluator"] == "annotator"]
+assert len(mine) == 1 and mine[0]["overall_pref"] == "Tie", mine
+assert mine[0]["overall_confidence"] == "fairly-confident", mine
+assert len(humans) == 4, humans  # PandaLM's three annotators and this one
+assert all(h["overall_pref"] for h in humans), humans
 print("ok", Project.objects.get().items.count())
 """
 

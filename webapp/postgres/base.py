@@ -2,12 +2,14 @@
 
 Persistent connections (CONN_MAX_AGE) are checked before a request's first query (CONN_HEALTH_CHECKS).
 Django's check runs `SELECT 1`: a round trip and one of the eight or nine statements of a submit in the
-annotation workspace (0.06-0.10 ms of the web process's CPU and 0.1-0.17 ms in all, measured here). An idle connection has nothing to read from its socket; when the server closes it
-(a restart, an administrator ending it, the server going down) the socket turns readable: the server's
-goodbye message, or the end of the stream. So this check asks the socket (poll with no wait) and runs
-`SELECT 1` only where something has arrived, or where the connection is not idle, to tell a notice from
-a dead connection. A connection that dies without a word (a network cut) passes this check; its first query then
-fails, the request is answered 503 (webapp/middleware_db.py) and the connection is closed at the end of it.
+annotation workspace (0.06-0.10 ms of the web process's CPU and 0.1-0.17 ms in all, measured here).
+An idle connection has nothing to read from its socket; when the server closes it (a restart, an
+administrator ending it, the server going down) the socket turns readable: the server's goodbye message,
+or the end of the stream. So this check asks the socket (poll with no wait) and runs `SELECT 1` only
+where something has arrived, or where the connection is not idle, to tell a notice from a dead
+connection. A connection that dies without a word (a network cut) passes this check; its first query
+then fails, the request is answered 503 (webapp/middleware_db.py) and the connection is closed at the
+end of it.
 """
 
 from __future__ import annotations

@@ -62,6 +62,9 @@ class ExportFailed(ValueError):
 
 
 def _json(value: Any) -> Any:
+    """A packed row's JSON: text from the database (Django has psycopg load jsonb as text), decoded once.
+    What it holds is decoded with it: its parts need no second decode (which would also misread a JSON
+    string value as JSON text)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -167,8 +170,8 @@ def stream_items(
             item_id=item_id,
             external_id=external_id,
             prompt=prompt,
-            conversation=_json(conversation),
-            metadata=_json(metadata) or {},
+            conversation=conversation,
+            metadata=metadata or {},
             route=route if human_ids is None else ("human" if item_id in human_ids else "ai"),
             responses=tuple(ExportResponse(position=p, text=t, model=m) for _, p, t, m in responses.take(item_id)),
             humans=tuple(_human(row) for row in humans.take(item_id)),
@@ -178,7 +181,7 @@ def stream_items(
 
 def _human(row: tuple[Any, ...]) -> HumanLabel:
     _, annotator, tier, packed, justification, time_spent, external_ts, created = row
-    preferences, ranking, ratings, reasons, own_reasons, confidence, flags = (_json(v) for v in _json(packed))
+    preferences, ranking, ratings, reasons, own_reasons, confidence, flags = _json(packed)
     return HumanLabel(
         annotator=annotator or "",
         tier=tier,
@@ -197,7 +200,7 @@ def _human(row: tuple[Any, ...]) -> HumanLabel:
 
 def _ai(row: tuple[Any, ...]) -> AILabel:
     _, judge, prompt_version, packed, rationale, inconsistent = row
-    labels, ranking = (_json(v) for v in _json(packed))
+    labels, ranking = _json(packed)
     return AILabel(
         judge=judge,
         prompt_version=prompt_version,
