@@ -91,3 +91,15 @@ def test_a_connection_inside_a_transaction_is_checked_with_a_query(wrapper: Base
 def test_a_closed_connection_is_not_usable(wrapper: BaseDatabaseWrapper) -> None:
     wrapper.connection.close()
     assert wrapper.is_usable() is False
+
+
+def test_without_poll_the_socket_is_asked_with_select(wrapper: BaseDatabaseWrapper, monkeypatch) -> None:
+    # Windows has no select.poll: the same answers through select.select.
+    monkeypatch.delattr("select.poll")
+    usable, messages = _protocol_messages(wrapper)
+    assert usable is True
+    assert messages == b""
+    pid = wrapper.connection.info.backend_pid
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    _wait_until(lambda: not wrapper.is_usable())

@@ -20,7 +20,15 @@ import psycopg
 from django.db.backends.postgresql import base
 from psycopg import pq
 
-_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+def _readable(fd: int) -> bool:
+    """Whether the socket has something to read (or has failed), without waiting."""
+    if hasattr(select, "poll"):  # no descriptor limit, unlike select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    readable, _, failed = select.select([fd], [], [fd], 0)  # Windows has no poll()
+    return bool(readable or failed)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -34,9 +42,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if pgconn.transaction_status != pq.TransactionStatus.IDLE:
             return bool(super().is_usable())
         try:
-            poller = select.poll()
-            poller.register(pgconn.socket, _READABLE)
-            arrived = poller.poll(0)
+            arrived = _readable(pgconn.socket)
         except (OSError, ValueError, psycopg.Error):
             return False
         return not arrived or bool(super().is_usable())
