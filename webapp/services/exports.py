@@ -63,8 +63,7 @@ class ExportFailed(ValueError):
 
 def _json(value: Any) -> Any:
     """A packed row's JSON: text from the database (Django has psycopg load jsonb as text), decoded once.
-    What it holds is decoded with it: its parts need no second decode (which would also misread a JSON
-    string value as JSON text)."""
+    What it holds is decoded with it: its parts need no second decode."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
