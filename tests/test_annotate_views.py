@@ -142,6 +142,9 @@ def test_the_annotate_page_shows_the_item_the_questions_and_the_shortcuts(
     assert "0 / 3 done" in page
     assert f'hx-post="/p/{study.slug}/annotate/{assignment.pk}/submit"' in page
     assert "webapp/annotate.js" in page
+    # No template source shown as text (a {# comment #} spanning lines is not a comment to Django).
+    for syntax in ("{#", "#}", "{%", "%}", "{{", "}}"):
+        assert syntax not in page
 
 
 def test_reloading_the_page_shows_the_same_item(

@@ -1,0 +1,23 @@
+"""The templates themselves: what Django would print as text instead of reading as template syntax."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "webapp" / "templates"
+
+
+def test_there_are_templates_to_check() -> None:
+    assert len(list(TEMPLATES.rglob("*.html"))) > 10
+
+
+def test_no_template_has_a_comment_tag_spanning_lines() -> None:
+    # Django's {# ... #} ends at the end of its line; longer comments need {% comment %}.
+    broken = []
+    for path in sorted(TEMPLATES.rglob("*.html")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            for opening in re.finditer(r"\{#", line):
+                if "#}" not in line[opening.end() :]:
+                    broken.append(f"{path.relative_to(TEMPLATES)}:{number}")
+    assert not broken, f"multi-line {{# comments (shown on the page): {broken}"
