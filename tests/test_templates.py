@@ -21,3 +21,13 @@ def test_no_template_has_a_comment_tag_spanning_lines() -> None:
                 if "#}" not in line[opening.end() :]:
                     broken.append(f"{path.relative_to(TEMPLATES)}:{number}")
     assert not broken, f"multi-line {{# comments (shown on the page): {broken}"
+
+
+def test_every_page_names_its_icon_so_browsers_do_not_ask_for_a_missing_favicon(client) -> None:
+    from django.contrib.staticfiles import finders
+
+    page = client.get("/login/").content.decode()
+    assert '<link rel="icon" href="/static/webapp/favicon.svg" type="image/svg+xml">' in page
+    icon = finders.find("webapp/favicon.svg")
+    assert icon is not None
+    assert Path(icon).read_text().startswith("<svg")
