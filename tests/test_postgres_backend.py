@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.db import connections
@@ -38,7 +38,7 @@ def _protocol_messages(conn: BaseDatabaseWrapper) -> tuple[bool, bytes]:
         return usable, trace.read()
 
 
-def _wait_until(predicate, timeout: float = 10.0) -> None:
+def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -93,7 +93,9 @@ def test_a_closed_connection_is_not_usable(wrapper: BaseDatabaseWrapper) -> None
     assert wrapper.is_usable() is False
 
 
-def test_without_poll_the_socket_is_asked_with_select(wrapper: BaseDatabaseWrapper, monkeypatch) -> None:
+def test_without_poll_the_socket_is_asked_with_select(
+    wrapper: BaseDatabaseWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Windows has no select.poll: the same answers through select.select.
     monkeypatch.delattr("select.poll")
     usable, messages = _protocol_messages(wrapper)

@@ -29,8 +29,9 @@ _OPTIONS = Options.CMARK_OPT_UNSAFE
 # HTML of texts up to this size is kept (per process, the most recent 512: some 20 MB at worst).
 _CACHE_MAX_CHARS = 16_000
 _CACHE_SIZE = 512
-# No shared cache (Redis) beside this one: rendering an item's three texts takes about 0.45 ms here, and a
-# shared cache would add a Redis read on every new item and a write on every miss.
+# No shared cache (Redis) beside this one: rendering an item's three texts takes about 0.16 ms here (0.055
+# ms per 1,700-character text), and a shared cache would add a Redis read on every new item and a write
+# on every miss.
 
 
 class _LRU:
@@ -62,7 +63,7 @@ class _LRU:
 
 _cache = _LRU(_CACHE_SIZE)
 # Built once: nh3.clean() with these arguments builds its sanitizer anew on every call, which doubled
-# the cost of cleaning a 2,000-character response.
+# the cost of cleaning a 1,700-character text (0.059 -> 0.030 ms, measured here).
 _CLEANER = nh3.Cleaner(
     tags=ALLOWED_TAGS,
     attributes=ALLOWED_ATTRIBUTES,
