@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
 
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from tests.factories import ItemFactory, ProjectFactory, UserFactory
 from webapp.models import ExportSnapshot, HumanAnnotation, Item, Judge, Judgment
+from webapp.services import exports
 from webapp.services.exports import ExportFailed, create_snapshot, export_now, run_snapshot, stream_items
 from webapp.services.imports import import_file
 
@@ -85,6 +90,25 @@ def test_items_stream_with_their_responses_labels_and_verdicts_in_id_order(label
     assert streamed[2].ais[0].labels == {"overall": B_CLEAR, "helpful": B_CLEAR}
     assert (streamed[0].route, streamed[2].route) == ("human", "ai")
     assert [s.external_id for s in stream_items(project, routes=["ai"])] == ["q2"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC),  # no fraction: isoformat leaves it out
+        datetime(2024, 5, 1, 10, 0, 0, 123400, tzinfo=UTC),  # trailing zeros kept, six digits
+        datetime(2024, 12, 31, 23, 59, 59, 5, tzinfo=UTC),
+        datetime(2024, 3, 31, 3, 30, 0, 999999, tzinfo=timezone(timedelta(hours=2))),  # stored as UTC
+    ],
+)
+def test_an_annotation_without_its_own_timestamp_is_exported_with_its_creation_time_in_iso_format(labelled, created):
+    project, items = labelled
+    annotation = HumanAnnotation.objects.filter(item=items[0], annotator__username="alice").get()
+    HumanAnnotation.objects.filter(pk=annotation.pk).update(created_at=created, external_timestamp="")
+    first = next(iter(stream_items(project)))
+    expected = created.astimezone(UTC).isoformat()
+    assert [h.timestamp for h in first.humans if h.annotator == "alice"] == [expected]
+    assert expected.endswith("+00:00")
 
 
 def test_a_trl_export_is_a_recorded_snapshot_with_checksums_and_a_card(labelled, tmp_path):
@@ -282,3 +306,38 @@ def test_export_errors_show_on_the_page_and_annotators_are_kept_out(labelled, cl
     client.force_login(annotator)
     assert client.get(f"/p/{project.slug}/exports/").status_code == 403
     assert client.get(f"/p/{project.slug}/exports/v1/README.md").status_code == 403
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "export-prefetch"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side cursors are PostgreSQL's")
+def test_rows_stream_in_order_across_prefetched_batches(db, monkeypatch):
+    monkeypatch.setattr(exports, "FETCH", 7)
+    rows = list(exports._cursor_rows("t", "SELECT g, g * 2 FROM generate_series(1, 100) g ORDER BY g", []))
+    assert rows == [(g, g * 2) for g in range(1, 101)]
+    assert _prefetch_threads() == []
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side cursors are PostgreSQL's")
+def test_a_stream_closed_early_stops_its_fetcher_and_leaves_the_connection_usable(db, monkeypatch):
+    monkeypatch.setattr(exports, "FETCH", 10)
+    stream = exports._cursor_rows("t", "SELECT g FROM generate_series(1, 100000) g", [])
+    assert [next(stream) for _ in range(25)] == [(g,) for g in range(1, 26)]
+    stream.close()  # as when a writer fails half-way
+    assert _prefetch_threads() == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 42")
+        assert cursor.fetchone() == (42,)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side cursors are PostgreSQL's")
+def test_a_database_error_in_a_later_batch_reaches_the_reader(db, monkeypatch):
+    monkeypatch.setattr(exports, "FETCH", 10)
+    stream = exports._cursor_rows("t", "SELECT 100 / (50 - g) FROM generate_series(1, 100) g", [])
+    seen = [next(stream) for _ in range(40)]  # the batches before the failing one
+    assert seen == [(100 // (50 - g),) for g in range(1, 41)]
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        next(stream)
+    assert _prefetch_threads() == []

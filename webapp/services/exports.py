@@ -9,10 +9,13 @@ error the directory is removed and the snapshot is marked failed with the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -71,6 +74,14 @@ def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value or "")
 
 
+# A timestamptz as datetime.isoformat() writes it in UTC: "2024-05-01T10:00:00.123400+00:00", without the
+# fraction where it is zero.
+_PG_ISO = (
+    "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    " || CASE WHEN date_trunc('second', {column}) = {column} THEN ''"
+    " ELSE to_char({column} AT TIME ZONE 'UTC', '.US') END || '+00:00'"
+)
+
 _HUMAN_JSON = ("preferences", "ranking", "ratings", "reasons", "own_reasons", "confidence", "flags")
 
 
@@ -91,6 +102,9 @@ def _queries(vendor: str, routes: list[str] | None) -> dict[str, str]:
     not_gold = " AND NOT EXISTS (SELECT 1 FROM webapp_golditem g WHERE g.item_id = i.id)"
     where = f"WHERE i.project_id = %s{route_sql}{not_gold}"
     humans_json = pack(*(f"h.{c}" for c in _HUMAN_JSON))
+    # PostgreSQL writes created_at as the text _iso makes of it: loading a million timestamps into
+    # datetimes and formatting them again took about a sixth of the export's CPU.
+    created = _PG_ISO.format(column="h.created_at") if pg else "h.created_at"
     return {
         "items": (
             f"SELECT i.id, i.external_id, i.prompt, {pack('i.conversation', 'i.metadata')}, i.route"  # noqa: S608
@@ -102,7 +116,7 @@ def _queries(vendor: str, routes: list[str] | None) -> dict[str, str]:
         ),
         "humans": (
             f"SELECT h.item_id, COALESCE(u.username, h.external_annotator), h.tier, {humans_json},"  # noqa: S608
-            " h.justification, h.time_spent, h.external_timestamp, h.created_at FROM webapp_humanannotation h"
+            f" h.justification, h.time_spent, h.external_timestamp, {created} FROM webapp_humanannotation h"
             " LEFT JOIN auth_user u ON u.id = h.annotator_id"
             f" JOIN webapp_item i ON i.id = h.item_id {where} ORDER BY h.item_id, h.created_at, h.id"
         ),
@@ -120,14 +134,56 @@ def _cursor_rows(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, 
         # A server-side cursor: rows come in FETCH at a time, never the whole result.
         raw = connection.connection
         with raw.cursor(name=f"export_{name}") as cursor:
-            cursor.itersize = FETCH
             cursor.execute(sql, params)
-            yield from cursor
+            yield from _prefetched(cursor, FETCH)
     else:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             while rows := cursor.fetchmany(FETCH):
                 yield from rows
+
+
+_DONE = object()
+
+
+def _prefetched(cursor: Any, size: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of a server-side cursor, the next batch fetched by a thread while the caller works on this one.
+
+    Without it the export waited for PostgreSQL at every FETCH (a quarter of its time); with it the server
+    makes the next batch on the other core. A psycopg connection may be shared by threads (it serializes
+    their commands); each cursor here is used by its own thread only. At most two batches wait.
+    """
+    batches: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                rows = cursor.fetchmany(size)
+                batches.put(rows)
+                if not rows:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            batches.put(exc)
+        finally:
+            batches.put(_DONE)
+
+    thread = threading.Thread(target=fetch, name="export-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch = batches.get()
+            if batch is _DONE or not batch:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            yield from batch
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a fetcher waiting to put, then let it finish its FETCH
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.05)
+        thread.join()
 
 
 class _Children:
