@@ -221,7 +221,11 @@ class FakeOpenAI:
         verdict: str = "A",
         api_key: str | None = None,
         model: str = "fake-judge",
+        hold_until_in_flight: int = 0,
     ) -> None:
+        """hold_until_in_flight: each chat request waits (up to 30 s) until that many are in the server at
+        once before it answers, so that a count of concurrent requests does not depend on how fast a busy
+        machine starts the client's threads."""
         if verdict not in ("A", "B", "tie", "longer"):
             raise ValueError("verdict is one of 'A', 'B', 'tie', 'longer'")
         self._queue: deque[Reply] = deque()
@@ -237,7 +241,9 @@ class FakeOpenAI:
         self.requests: list[Received] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.hold_until_in_flight = hold_until_in_flight
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -382,9 +388,12 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict) or "messages" not in body:
                 self._send(400, {"error": {"message": "body must be JSON with messages"}})
                 return
-            with fake._lock:
+            with fake._arrived:
                 fake.in_flight += 1
                 fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
+                fake._arrived.notify_all()
+                if fake.hold_until_in_flight:
+                    fake._arrived.wait_for(lambda: fake.peak_in_flight >= fake.hold_until_in_flight, timeout=30)
             try:
                 reply = fake._answer(received)
                 delay = fake.delay_s if reply.delay_s is None else reply.delay_s
