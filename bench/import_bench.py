@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -121,6 +122,11 @@ def generate(path: Path, n: int = N_ITEMS, seed: int = SEED) -> int:
     return path.stat().st_size
 
 
+def _children_peak_mb() -> float:
+    """The largest peak RSS of this process's finished children, in MB (ru_maxrss is in kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6
+
+
 def run(ctx: Context) -> list[Row]:
     from webapp.models import Item, Response
     from webapp.services.imports import import_file
@@ -135,6 +141,7 @@ def run(ctx: Context) -> list[Row]:
 
         with ctx.measure() as first:
             result = import_file(project, path, fmt="native")
+        reader_mb = _children_peak_mb()  # the child process that read the file (webapp.importing.reader)
         items = Item.objects.filter(project=project).count()
         responses = Response.objects.filter(item__project=project).count()
         if result.created != N_ITEMS or items != N_ITEMS or responses != 2 * N_ITEMS:
@@ -145,6 +152,7 @@ def run(ctx: Context) -> list[Row]:
 
         with ctx.measure() as again:
             result = import_file(project, path, fmt="native")
+        reader_again_mb = _children_peak_mb()  # the larger of the two readers
         if result.unchanged != N_ITEMS or result.total != N_ITEMS:
             raise AssertionError(f"re-import: expected {N_ITEMS} unchanged items, got {result}")
         if Item.objects.filter(project=project).count() != N_ITEMS:
@@ -161,10 +169,10 @@ def run(ctx: Context) -> list[Row]:
             first.seconds < TARGET_SECONDS,
         ),
         Row(
-            "Import 100,000 pairwise items, peak memory (RSS)",
+            "Import 100,000 pairwise items, peak memory (RSS, importing + reading process)",
             f"< {TARGET_PEAK_MB:.0f} MB",
-            fmt_mb(first.peak_mb),
-            first.peak_mb < TARGET_PEAK_MB,
+            f"{fmt_mb(first.peak_mb + reader_mb)} ({fmt_mb(first.peak_mb)} + {fmt_mb(reader_mb)})",
+            first.peak_mb + reader_mb < TARGET_PEAK_MB,
         ),
         Row(
             "Re-import of the same file (all 100,000 unchanged), time",
@@ -172,7 +180,12 @@ def run(ctx: Context) -> list[Row]:
             f"{fmt_seconds(again.seconds)} ({N_ITEMS / again.seconds:,.0f} items/s)",
             None,
         ),
-        Row("Re-import of the same file, peak memory (RSS)", "—", fmt_mb(again.peak_mb), None),
+        Row(
+            "Re-import of the same file, peak memory (RSS, importing + reading process)",
+            "—",
+            f"{fmt_mb(again.peak_mb + reader_again_mb)} ({fmt_mb(again.peak_mb)} + {fmt_mb(reader_again_mb)})",
+            None,
+        ),
     ]
 
 
@@ -187,13 +200,18 @@ operating system's page cache. A project is created with `create_project` (pairw
 not timed). The timed call is `webapp.services.imports.import_file(project, path, fmt="native")`,
 measured with `time.perf_counter()` around the call, so it includes everything the import does:
 reading and decoding the file, JSON parsing, pydantic validation, the scheme checks, content hashing,
-the COPY into `webapp_item` and `webapp_response` (compressed with lz4, which the import asks for in
-its own transaction where the server has it) and the commit with its deferred foreign-key checks.
+the COPY into `webapp_item` and `webapp_response` (binary format, compressed with lz4, which the import
+asks for in its own transaction where the server has it) and the commit with its deferred foreign-key
+checks. A file this large (over `IMPORT_READER_PROCESS_MIN_BYTES`, 32 MiB by default) is read, parsed,
+checked and hashed by a child process (`webapp/importing/reader.py`) that passes batches of prepared
+items to the importing process over a pipe, while that process writes the previous batch: the child's
+start-up is in the time.
 Afterwards the benchmark counts the rows in the database and fails unless there are exactly
 {N_ITEMS:,} items and {2 * N_ITEMS:,} responses. *Peak
 memory* is the benchmark process's peak resident set size (VmHWM in `/proc/self/status`) during the
 call: the high-water mark is reset just before the call (`echo 5 > /proc/self/clear_refs`), so it
-includes Django and everything else resident in the process, but not the generator. The re-import runs
+includes Django and everything else resident in the process, but not the generator; plus the reading
+child's peak (`getrusage(RUSAGE_CHILDREN).ru_maxrss`), added as if both peaked at once. The re-import runs
 `import_file` again on the same file and the same project; every item is unchanged (same external id,
 same content hash), so nothing is written; it is measured the same way and checked to report
 {N_ITEMS:,} unchanged items. Its time includes the ANALYZE of the items' project and external id

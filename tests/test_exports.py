@@ -309,7 +309,7 @@ def test_export_errors_show_on_the_page_and_annotators_are_kept_out(labelled, cl
 
 
 def _prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "export-prefetch"]
+    return [t for t in threading.enumerate() if t.name == "export-fetch"]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side cursors are PostgreSQL's")

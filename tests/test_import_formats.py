@@ -891,9 +891,9 @@ def test_the_default_writer_uses_copy_on_postgresql(project, write_jsonl, monkey
     tables: list[str] = []
     real_copy = imports._copy
 
-    def spy(table, columns, rows):
-        tables.append(table)
-        return real_copy(table, columns, rows)
+    def spy(model, columns, rows, **kwargs):
+        tables.append(model._meta.db_table)
+        return real_copy(model, columns, rows, **kwargs)
 
     monkeypatch.setattr(imports, "_copy", spy)
     import_file(project, write_jsonl([native(1)]))

@@ -326,6 +326,8 @@ EXPORT_LICENSE = env.get("HYBRIDPREF_EXPORT_LICENSE", "other")
 # Import limits: a text field longer than this is rejected with the row and field named.
 IMPORT_MAX_FIELD_CHARS = _setting(env_int, "IMPORT_MAX_FIELD_CHARS", 200_000)
 IMPORT_BATCH_SIZE = _setting(env_int, "IMPORT_BATCH_SIZE", 2000)
+# Files at least this large are read by a child process while the import writes (webapp/importing/reader.py).
+IMPORT_READER_PROCESS_MIN_BYTES = _setting(env_int, "IMPORT_READER_PROCESS_MIN_BYTES", 32 * 1024 * 1024)
 ANNOTATION_LEASE_MINUTES = _setting(env_int, "ANNOTATION_LEASE_MINUTES", 30)
 # Routing features: how cosine_sim and bertscore embed responses (routing/features.py): "static"
 # (MiniLM distilled to one vector per token; about 40 s per 10,000 items on two CPU cores) or "contextual"

@@ -71,6 +71,34 @@ class ItemRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     human: list[HumanRecord] = field(default_factory=list)
     llm: list[LLMRecord] = field(default_factory=list)
+    # Made once and kept: the checks, the hash and the import each need them (see texts_utf8, metadata_json).
+    _utf8: tuple[bytes, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _metadata_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def long_texts(self) -> list[tuple[str, str]]:
+        """(field, text) of the prompt, the conversation's turns and the responses."""
+        turns = self.conversation or []
+        return [
+            ("prompt", self.prompt),
+            *((f"conversation.{i}.content", t.get("content", "")) for i, t in enumerate(turns)),
+            *((f"responses.{i}.text", r.text) for i, r in enumerate(self.responses)),
+        ]
+
+    def texts_utf8(self) -> tuple[bytes, ...]:
+        """The long texts in UTF-8, in long_texts' order. UnicodeEncodeError where one holds a lone surrogate.
+
+        Encoded once for both the check and the hash: a few KB of text that is not ASCII takes about a
+        microsecond a KB to encode, a good part of an import's time.
+        """
+        if self._utf8 is None:
+            self._utf8 = tuple(text.encode() for _, text in self.long_texts())
+        return self._utf8
+
+    def metadata_json(self) -> str:
+        """The metadata as the database stores it (JSON; values JSON has no type for as their str)."""
+        if self._metadata_json is None:
+            self._metadata_json = json.dumps(self.metadata, default=str)
+        return self._metadata_json
 
     def content_hash(self) -> str:
         """Stable digest of everything imported for the item (re-imports compare it).
@@ -93,8 +121,7 @@ class ItemRecord:
             default=str,
         )
         digest = hashlib.sha256()
-        for text in (rest, self.prompt, *(t.get("content", "") for t in turns), *(r.text for r in self.responses)):
-            data = text.encode()
+        for data in (rest.encode(), *self.texts_utf8()):
             digest.update(b"%d\n" % len(data))
             digest.update(data)
         return digest.hexdigest()
@@ -513,16 +540,27 @@ def parser_for(fmt: str, *, scale: str, file_type: str) -> Callable[[dict[str, A
 COLUMN_LENGTHS = {"id": 255, "model": 200, "annotator": 255, "timestamp": 64, "judge": 200}
 
 
+NUL_PROBLEM = "contains a NUL character (\\u0000), which cannot be stored"
+SURROGATE_PROBLEM = "contains an unpaired surrogate (a broken \\ud800-\\udfff escape), which is not text"
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _unstorable(value: Any) -> str | None:
     """Why PostgreSQL would refuse a value, if it would: text and jsonb hold no NUL, jsonb no NaN or Infinity."""
     if isinstance(value, str):
         if "\x00" in value:
-            return "contains a NUL character (\\u0000), which cannot be stored"
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "contains an unpaired surrogate (a broken \\ud800-\\udfff escape), which is not text"
+            return NUL_PROBLEM
+        if _has_surrogate(value):
+            return SURROGATE_PROBLEM
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value} is not a number JSON can hold"
@@ -558,14 +596,19 @@ def check_record(record: ItemRecord, scheme: sch.Scheme, *, max_chars: int) -> l
         storable(field_name, text)
 
     storable("id", record.external_id)
-    size("prompt", record.prompt)
-    for i, turn in enumerate(record.conversation or []):
-        size(f"conversation.{i}.content", turn["content"])
+    for field_name, text in record.long_texts():
+        if len(text) > max_chars:
+            problems.append((field_name, f"{len(text):,} characters, over the limit of {max_chars:,}"))
+        if "\x00" in text:
+            problems.append((field_name, NUL_PROBLEM))
+    try:
+        record.texts_utf8()  # kept for the hash
+    except UnicodeEncodeError:  # which of them
+        problems.extend((f, SURROGATE_PROBLEM) for f, text in record.long_texts() if _has_surrogate(text))
     for i, resp in enumerate(record.responses):
-        size(f"responses.{i}.text", resp.text)
         storable(f"responses.{i}.model", resp.model)
         fits(f"responses.{i}.model", resp.model, "model")
-    if len(json.dumps(record.metadata, default=str)) > max_chars:
+    if len(record.metadata_json()) > max_chars:
         problems.append(("metadata", f"over the limit of {max_chars:,} characters"))
     storable("metadata", record.metadata)
 

@@ -10,12 +10,11 @@ error the directory is removed and the snapshot is marked failed with the reason
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import queue
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -39,6 +38,7 @@ from webapp.exporting.writers import (
     write_hf_dataset,
 )
 from webapp.models import ExportSnapshot, Project
+from webapp.readahead import read_ahead
 from webapp.services import dispatch
 
 FILE_TYPES = ExportSnapshot.FILE_TYPES
@@ -135,52 +135,19 @@ def _cursor_rows(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, 
         raw = connection.connection
         with raw.cursor(name=f"export_{name}") as cursor:
             cursor.execute(sql, params)
-            yield from _prefetched(cursor, FETCH)
+            # The next batch is fetched by a thread while the caller works on this one: without it the export
+            # waited for PostgreSQL at every FETCH (1.7 of 5.5 s on 50,000 items). A psycopg connection may be
+            # shared by threads (it serializes their commands); each cursor here is used by one thread only.
+            # Closed explicitly, so that the thread has stopped before the cursor closes.
+            batches = read_ahead(iter(functools.partial(cursor.fetchmany, FETCH), []), name="export-fetch")
+            with contextlib.closing(batches):
+                for rows in batches:
+                    yield from rows
     else:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             while rows := cursor.fetchmany(FETCH):
                 yield from rows
-
-
-_DONE = object()
-
-
-def _prefetched(cursor: Any, size: int) -> Iterator[tuple[Any, ...]]:
-    """The rows of a server-side cursor, the next batch fetched by a thread while the caller works on this one.
-
-    Without it the export waited for PostgreSQL at every FETCH (1.7 of 5.5 s on 50,000 items); with it the server
-    makes the next batch on the other core. A psycopg connection may be shared by threads (it serializes
-    their commands); each cursor here is used by its own thread only. At most two batches wait.
-    """
-    batches: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def fetch() -> None:
-        try:
-            while not stop.is_set() and (rows := cursor.fetchmany(size)):
-                batches.put(rows)
-        except BaseException as exc:  # handed to the reader, which raises it
-            batches.put(exc)
-        finally:
-            batches.put(_DONE)
-
-    thread = threading.Thread(target=fetch, name="export-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            batch = batches.get()
-            if batch is _DONE:
-                return
-            if isinstance(batch, BaseException):
-                raise batch
-            yield from batch
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a fetcher waiting to put, then let it finish its FETCH
-            with contextlib.suppress(queue.Empty):
-                batches.get(timeout=0.05)
-        thread.join()
 
 
 class _Children:
