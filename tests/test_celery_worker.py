@@ -5,6 +5,7 @@ The rows must be committed for another process to see them, hence `transactional
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,8 +52,8 @@ class Worker:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-@pytest.fixture
-def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
+@contextlib.contextmanager
+def running_worker(tmp_path: Path, pool: str = "solo", **extra_env: str) -> Iterator[Worker]:
     assert settings.CELERY_BROKER_URL.startswith("redis://"), "the worker test needs the Redis broker"
     app.control.purge()
     hostname = f"hp-test-{uuid.uuid4().hex[:8]}@localhost"
@@ -63,6 +64,7 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
         "DATABASE_URL": _test_database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_ALWAYS_EAGER": "0",
+        **extra_env,
     }
     log = tmp_path / "worker.log"
     with log.open("w") as log_file:
@@ -72,7 +74,7 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
                 "-A",
                 "webapp",
                 "worker",
-                "--pool=solo",
+                f"--pool={pool}",
                 "--concurrency=1",
                 "-Q",
                 "celery",
@@ -108,6 +110,12 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
             proc.kill()
             proc.wait(timeout=10)
         app.control.purge()
+
+
+@pytest.fixture
+def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
+    with running_worker(tmp_path) as handle:
+        yield handle
 
 
 def wait_for_job(job_id: int, worker: Worker, timeout: float = JOB_TIMEOUT) -> ImportJob:
@@ -163,6 +171,26 @@ def test_a_worker_runs_a_queued_import_once_it_is_committed(worker, write_jsonl)
     assert (again.status, again.created, again.unchanged, again.finished_at) == ("done", 25, 0, finished_at)
     assert Item.objects.filter(project=project).count() == 25
     assert Response.objects.filter(item__project=project).count() == 50
+
+
+def test_a_prefork_worker_imports_a_large_file_through_the_reading_process(transactional_db, tmp_path, write_jsonl):
+    # Production workers are prefork: their pool processes are daemons, which may not start
+    # multiprocessing children; the import's reader is a plain subprocess, which they may.
+    project = ProjectFactory(slug="worker-child")
+    path = write_jsonl(native_rows(40))
+
+    with running_worker(tmp_path, pool="prefork", IMPORT_READER_PROCESS_MIN_BYTES="1") as prefork:
+        job = enqueue_import(project, path, fmt="native")
+        job = wait_for_job(job.pk, prefork)
+
+    assert job.status == ImportJob.DONE, job.errors
+    assert (job.created, job.updated, job.unchanged) == (40, 0, 0)
+    assert [r.text for r in Item.objects.get(project=project, external_id="w-9").responses.all()] == [
+        "Answer A9",
+        "Answer B9",
+    ]
+    assert HumanAnnotation.objects.filter(item__project=project, imported=True).count() == 40
+    assert f"reading {path.name} in a child process" in prefork.output()
 
 
 def test_the_worker_leaves_a_finished_job_alone_when_its_task_arrives_twice(worker, write_jsonl):

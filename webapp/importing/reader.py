@@ -180,6 +180,7 @@ def read_batches_in_process(settings: ReadSettings, errors: Errors) -> Generator
             stderr=stderr,
             cwd=Path(__file__).resolve().parent.parent.parent,  # the project root, where `webapp` imports from
         )
+        log.info("reading %s in a child process (pid %d)", settings.path.name, child.pid)
         assert child.stdin is not None  # both are pipes (PIPE above)
         assert child.stdout is not None
         try:
