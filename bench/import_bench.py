@@ -202,7 +202,7 @@ measured with `time.perf_counter()` around the call, so it includes everything t
 reading and decoding the file, JSON parsing, pydantic validation, the scheme checks, content hashing,
 the COPY into `webapp_item` and `webapp_response` (binary format, compressed with lz4, which the import
 asks for in its own transaction where the server has it) and the commit with its deferred foreign-key
-checks. A file this large (over `IMPORT_READER_PROCESS_MIN_BYTES`, 32 MiB by default) is read, parsed,
+checks. A file this large (over `IMPORT_READER_PROCESS_MIN_BYTES`, 100 MB by default) is read, parsed,
 checked and hashed by a child process (`webapp/importing/reader.py`) that passes batches of prepared
 items to the importing process over a pipe, while that process writes the previous batch: the child's
 start-up is in the time.
