@@ -131,3 +131,23 @@ def test_a_failed_child_imports_nothing_and_says_so(project, write_jsonl, settin
         import_file(project, write_jsonl([row(1)]))
 
     assert not Item.objects.filter(project=project).exists()
+
+
+def test_a_child_killed_half_way_is_a_failure_not_a_short_file(project, write_jsonl, monkeypatch):
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(reader.subprocess, "Popen", spy)
+    path = write_jsonl([row(i) for i in range(20000)])
+    batches = read_batches_in_process(settings_for(project, path, batch_size=10), Errors())
+    assert len(next(batches)) == 10
+
+    started[0].kill()
+
+    with pytest.raises(ReaderFailed, match=r"exit status -9"):
+        for _ in batches:
+            pass

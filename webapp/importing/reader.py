@@ -189,7 +189,7 @@ def read_batches_in_process(settings: ReadSettings, errors: Errors) -> Generator
             while True:
                 try:
                     message: tuple[Any, ...] = pickle.load(child.stdout)  # noqa: S301 (our own child's output)
-                except EOFError:
+                except (EOFError, pickle.UnpicklingError):  # it ended, perhaps half-way through a message
                     status = child.wait()
                     stderr.seek(0)
                     said = stderr.read()[-4000:].decode("utf-8", "replace").strip()
