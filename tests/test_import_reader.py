@@ -32,6 +32,20 @@ def settings_for(project, path: Path, batch_size: int = 3) -> ReadSettings:
     return ReadSettings(path, "native", "jsonl", project.scheme(), 200_000, batch_size)
 
 
+@pytest.fixture
+def started(monkeypatch) -> list[subprocess.Popen[bytes]]:
+    """The child processes the reader starts, as they start."""
+    children: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        children.append(real_popen(*args, **kwargs))
+        return children[-1]
+
+    monkeypatch.setattr(reader.subprocess, "Popen", spy)
+    return children
+
+
 def test_the_child_process_reads_the_same_batches_and_errors_as_this_one(project, write_jsonl):
     rows: list[Any] = [row(i) for i in range(7)]
     rows[2] = row(2, responses=[{"text": "only one"}])
@@ -67,15 +81,7 @@ def test_a_child_that_fails_says_why(project, tmp_path):
         list(read_batches_in_process(settings_for(project, gone), Errors()))
 
 
-def test_closing_the_batches_early_stops_the_child(project, write_jsonl, monkeypatch):
-    started: list[subprocess.Popen[bytes]] = []
-    real_popen = subprocess.Popen
-
-    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(reader.subprocess, "Popen", spy)
+def test_closing_the_batches_early_stops_the_child(project, write_jsonl, started):
     path = write_jsonl([row(i) for i in range(5000)])
     batches = read_batches_in_process(settings_for(project, path, batch_size=10), Errors())
 
@@ -133,15 +139,7 @@ def test_a_failed_child_imports_nothing_and_says_so(project, write_jsonl, settin
     assert not Item.objects.filter(project=project).exists()
 
 
-def test_a_child_killed_half_way_is_a_failure_not_a_short_file(project, write_jsonl, monkeypatch):
-    started: list[subprocess.Popen[bytes]] = []
-    real_popen = subprocess.Popen
-
-    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(reader.subprocess, "Popen", spy)
+def test_a_child_killed_half_way_is_a_failure_not_a_short_file(project, write_jsonl, started):
     path = write_jsonl([row(i) for i in range(20000)])
     batches = read_batches_in_process(settings_for(project, path, batch_size=10), Errors())
     assert len(next(batches)) == 10
