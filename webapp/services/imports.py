@@ -276,14 +276,13 @@ def _write_batch(
     changed = [(w, p) for w, p in batch if p.external_id in existing and existing[p.external_id][1] != p.content_hash]
     result.unchanged += len(batch) - len(new) - len(changed)
     if new:
-        now = timezone.now()
         if use_copy:
             pairs = list(zip(_next_item_ids(len(new)), new, strict=True))
-            _insert_children(pairs, now, use_copy)  # first: foreign keys are checked at commit
-            _copy_items(project, pairs, now)
+            _insert_children(pairs, use_copy)  # first: foreign keys are checked at commit
+            _copy_items(project, pairs, timezone.now())
         else:
             objs = Item.objects.bulk_create([Item(**_item_values(project, p)) for p in new], batch_size=500)
-            _insert_children([(o.pk, p) for o, p in zip(objs, new, strict=True)], now, use_copy)
+            _insert_children([(o.pk, p) for o, p in zip(objs, new, strict=True)], use_copy)
         result.created += len(new)
     if changed and not update:
         result.changed_not_updated.extend(p.external_id for _, p in changed)
@@ -420,7 +419,7 @@ def _judges_by_name(names: set[str]) -> dict[str, Judge]:
     return judges
 
 
-def _insert_children(pairs: list[tuple[int, PreparedItem]], now: datetime, use_copy: bool) -> None:
+def _insert_children(pairs: list[tuple[int, PreparedItem]], use_copy: bool) -> None:
     """Insert the items' responses and imported labels."""
     if use_copy:
         _copy(
@@ -518,7 +517,7 @@ def _update_items(project: Project, changed: list[tuple[int, str, PreparedItem]]
     Response.objects.filter(item_id__in=ids).delete()
     HumanAnnotation.objects.filter(item_id__in=ids, imported=True).delete()
     Judgment.objects.filter(item_id__in=ids, order=IMPORTED_ORDER, prompt_version=IMPORTED_PROMPT_VERSION).delete()
-    _insert_children([(pk, p) for pk, _, p in changed], timezone.now(), use_copy)
+    _insert_children([(pk, p) for pk, _, p in changed], use_copy)
 
 
 def run_import_job(job_id: int) -> ImportJob:
